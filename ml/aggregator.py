@@ -1,0 +1,248 @@
+"""The aggregator: collect -> verify -> open -> validate -> aggregate -> publish -> finalize.
+
+:func:`compute_round` is a pure function of the chain's record, the store and
+the sealing key: the aggregator runs it to finalize a round, and
+`verify_round` runs the very same code later to re-compute the global model and
+compare hashes bit for bit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import codec
+from .aggregation import AggregateResult, ClientUpdate, aggregate, check_norm
+from .chain import ChainError, FLContract, Phase, RoundInfo
+from .models import ModelSpec, tensor_names
+from .sealing import SealContext, SealError, open_sealed
+from .store import BlobIntegrityError, BlobNotFoundError, BlobStore, BlobStoreError
+from .timing import Timings
+from .training import evaluate
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An update that is provably invalid: its client gets slashed."""
+
+    client: str
+    reason: str  # missing_blob, commitment_mismatch, cannot_open, decode, shape, non_finite, norm, ...
+    detail: str
+
+
+@dataclass
+class RoundComputation:
+    round_id: int
+    base_hash: bytes
+    submitted: int
+    valid: list[ClientUpdate]
+    rejected: list[Rejection]
+    result: AggregateResult | None = None
+    model_blob: bytes | None = None
+
+    @property
+    def model_hash(self) -> bytes | None:
+        return codec.keccak(self.model_blob) if self.model_blob is not None else None
+
+    @property
+    def excluded(self) -> list[str]:
+        return list(self.result.excluded) if self.result else []
+
+    @property
+    def accepted(self) -> list[str]:
+        return list(self.result.included) if self.result else []
+
+
+@dataclass
+class RoundOutcome:
+    round_id: int
+    status: str  # finalized | cancelled
+    model_hash: bytes | None
+    accepted: list[str]
+    excluded: list[str]
+    rejected: list[Rejection]
+    loss: float = float("nan")
+    accuracy: float = float("nan")
+    gas: int = 0
+    reward: int = 0
+    note: str = ""
+    samples: dict[str, int] = field(default_factory=dict)
+
+
+def _check_updates(valid: list[ClientUpdate]) -> None:
+    # Stable order by client key: the strategies sort too, this keeps logs tidy.
+    valid.sort(key=lambda u: u.key)
+
+
+def collect_updates(
+    fl: FLContract,
+    store: BlobStore,
+    private_key: bytes,
+    spec: ModelSpec,
+    round_id: int,
+    *,
+    chain_id: int,
+    base: list[np.ndarray],
+    norm_bound: float | None,
+    timings: Timings | None = None,
+) -> tuple[list[ClientUpdate], list[Rejection], int]:
+    """Fetches, checks, opens and validates every update submitted in the round."""
+    timings = timings or Timings()
+    with timings.measure("chain"):
+        subs = fl.submissions(round_id)
+    valid: list[ClientUpdate] = []
+    rejected: list[Rejection] = []
+    for sub in subs:
+        client = sub.client
+        with timings.measure("encode_seal_store"):
+            try:
+                blob = store.get(sub.commitment, sub.locator or None)
+            except BlobNotFoundError as exc:
+                rejected.append(Rejection(client, "missing_blob", str(exc)))
+                continue
+            except BlobIntegrityError as exc:
+                rejected.append(Rejection(client, "commitment_mismatch", str(exc)))
+                continue
+            except BlobStoreError as exc:
+                # Store unreachable is not the client's fault: stop rather than slash.
+                raise
+            ctx = SealContext(chain_id=chain_id, contract=fl.address, round_id=round_id, client=client)
+            try:
+                plain = open_sealed(blob, private_key, ctx)
+            except SealError as exc:
+                rejected.append(Rejection(client, "cannot_open", str(exc)))
+                continue
+            try:
+                weights = codec.decode(plain, spec)
+                codec.validate(weights, spec)
+            except codec.InvalidUpdateError as exc:
+                rejected.append(Rejection(client, exc.reason, str(exc)))
+                continue
+        if norm_bound is not None and not check_norm(weights, base, norm_bound):
+            rejected.append(Rejection(client, "norm", f"L2 norm of the update exceeds the published bound {norm_bound}"))
+            continue
+        valid.append(ClientUpdate(key=client.lower(), weights=weights, num_samples=sub.samples))
+    _check_updates(valid)
+    return valid, rejected, len(subs)
+
+
+def compute_round(
+    fl: FLContract,
+    store: BlobStore,
+    private_key: bytes,
+    spec: ModelSpec,
+    round_id: int,
+    *,
+    chain_id: int,
+    strategy: str,
+    strategy_params: dict[str, Any] | None = None,
+    timings: Timings | None = None,
+) -> RoundComputation:
+    """Everything the aggregator decides about a round, re-computable by an auditor."""
+    timings = timings or Timings()
+    with timings.measure("chain"):
+        info: RoundInfo = fl.round(round_id)
+        params = fl.params()
+    base_blob = store.get(info.base_model_hash)
+    base = codec.decode(base_blob, spec)
+    valid, rejected, submitted = collect_updates(
+        fl, store, private_key, spec, round_id, chain_id=chain_id, base=base,
+        norm_bound=params.norm_bound, timings=timings,
+    )
+    comp = RoundComputation(round_id, info.base_model_hash, submitted, valid, rejected)
+    if not valid:
+        return comp
+    with timings.measure("aggregation"):
+        comp.result = aggregate(strategy, valid, **(strategy_params or {}))
+    # Map keys back to checksummed addresses for the chain.
+    by_key = {s.client.lower(): s.client for s in fl.submissions(round_id)}
+    comp.result = AggregateResult(
+        weights=comp.result.weights,
+        included=[by_key[k] for k in comp.result.included],
+        excluded=[by_key[k] for k in comp.result.excluded],
+    )
+    with timings.measure("encode_seal_store"):
+        comp.model_blob = codec.encode(comp.result.weights, tensor_names(spec))
+    return comp
+
+
+class Aggregator:
+    """Runs rounds for one job; holds the sealing key and a held-out evaluation set."""
+
+    def __init__(
+        self,
+        account: Any,
+        fl: FLContract,
+        store: BlobStore,
+        private_key: bytes,
+        spec: ModelSpec,
+        x_eval: np.ndarray,
+        y_eval: np.ndarray,
+        *,
+        chain_id: int,
+        strategy: str = "fedavg",
+        strategy_params: dict[str, Any] | None = None,
+        timings: Timings | None = None,
+    ):
+        self.account = account
+        self.fl = fl
+        self.store = store
+        self.private_key = private_key
+        self.spec = spec
+        self.x_eval = x_eval
+        self.y_eval = y_eval
+        self.chain_id = chain_id
+        self.strategy = strategy
+        self.strategy_params = dict(strategy_params or {})
+        self.timings = timings or Timings()
+
+    def open_round(self) -> int:
+        """The open round, starting a new one if none is open (restart-safe)."""
+        with self.timings.measure("chain"):
+            current = self.fl.current_round()
+            if current and self.fl.round(current).phase == Phase.OPEN:
+                return current
+            return self.fl.start_round(self.account)
+
+    def finalize(self, round_id: int) -> RoundOutcome:
+        """Computes the round and records it on chain (or cancels it below quorum)."""
+        gas0 = self.fl.meter.total
+        comp = compute_round(
+            self.fl, self.store, self.private_key, self.spec, round_id,
+            chain_id=self.chain_id, strategy=self.strategy, strategy_params=self.strategy_params,
+            timings=self.timings,
+        )
+        with self.timings.measure("chain"):
+            params = self.fl.params()
+        rejected = [r.client for r in comp.rejected]
+        samples = {u.key: u.num_samples for u in comp.valid}
+        if comp.result is None or len(comp.accepted) < params.quorum:
+            with self.timings.measure("chain"):
+                self.fl.cancel(self.account, round_id)
+            return RoundOutcome(
+                round_id, "cancelled", None, comp.accepted, comp.excluded, comp.rejected,
+                gas=self.fl.meter.total - gas0,
+                note=f"{len(comp.accepted)} valid update(s), quorum is {params.quorum}",
+                samples=samples,
+            )
+        with self.timings.measure("evaluation"):
+            ev = evaluate(self.spec, comp.result.weights, self.x_eval, self.y_eval)
+        with self.timings.measure("encode_seal_store"):
+            model_hash = self.store.put(comp.model_blob)
+            locator = self.store.locator(model_hash)
+        with self.timings.measure("chain"):
+            try:
+                self.fl.finalize(self.account, round_id, model_hash, rejected, comp.excluded, locator)
+            except ChainError as exc:
+                if exc.error_name == "QuorumNotReached":
+                    self.fl.cancel(self.account, round_id)
+                    return RoundOutcome(round_id, "cancelled", None, comp.accepted, comp.excluded, comp.rejected,
+                                        gas=self.fl.meter.total - gas0, note=str(exc), samples=samples)
+                raise
+            reward = self.fl.round(round_id).reward
+        return RoundOutcome(
+            round_id, "finalized", model_hash, comp.accepted, comp.excluded, comp.rejected,
+            loss=float(ev.loss), accuracy=float(ev.accuracy), gas=self.fl.meter.total - gas0, reward=reward,
+            samples=samples,
+        )

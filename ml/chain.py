@@ -1,0 +1,479 @@
+"""Typed wrapper over the deployed FederatedLearning contract.
+
+The rest of the package talks to the chain only through this module, so that
+reverts come back as :class:`ChainError` with the contract's custom error name,
+its arguments and a sentence on what to do, and so that gas is counted in one
+place.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+ZERO32 = b"\x00" * 32
+
+
+class Phase(enum.IntEnum):
+    NONE = 0
+    OPEN = 1
+    FINALIZED = 2
+    CANCELLED = 3
+
+
+class UpdateStatus(enum.IntEnum):
+    NONE = 0
+    SUBMITTED = 1  # accepted once the round is finalized
+    REJECTED = 2
+    EXCLUDED = 3
+    CLAIMED = 4
+
+
+class ClientStatus(enum.IntEnum):
+    NONE = 0
+    ACTIVE = 1
+    EXITING = 2
+
+
+# What to do about each custom error, for people reading a failed command.
+ERROR_HINTS: dict[str, str] = {
+    "InsufficientStake": "send at least the job's minimum stake with register",
+    "AlreadyRegistered": "this account is registered already; use topUp to add stake",
+    "NotRegistered": "register the account first",
+    "NotActive": "the account is not an active client (never registered, or exiting)",
+    "StakeBelowMinimum": "a slash took the stake below the minimum; call topUp before submitting",
+    "ZeroEncryptionKey": "give a non-zero 32-byte X25519 public key",
+    "ZeroValue": "send a non-zero amount of ether",
+    "NotExiting": "call requestExit first, then wait for the unbonding period",
+    "StillUnbonding": "the stake is still unbonding; try again after unlockTime",
+    "UpdatePending": "an update of this client waits in the open round; wait until it is finalized or cancelled",
+    "RoundStillOpen": "finalize or cancel the open round first",
+    "RoundNotOpen": "that round is not open (never started, finalized or cancelled)",
+    "NotCurrentRound": "the client is behind: submit to the current round",
+    "DeadlinePassed": "the round's submission deadline has passed; wait for the next round",
+    "DeadlineNotReached": "not every active client has submitted; wait for the deadline",
+    "GracePeriodNotOver": "only the aggregator may cancel before the grace period after the deadline is over",
+    "AlreadySubmitted": "this client already submitted an update in this round (one per round)",
+    "ZeroCommitment": "the commitment must be the keccak-256 of the sealed blob, never zero",
+    "CommitmentAlreadyUsed": "this exact blob was committed before (a replay); seal the update afresh",
+    "ZeroSamples": "an update must be trained on at least one sample",
+    "TooManySamples": "the sample count is above the job's cap per update",
+    "RoundFull": "the round reached its cap on updates; wait for the next round",
+    "ZeroModelHash": "the new model hash must be the keccak-256 of the published model blob",
+    "InvalidVerdict": "a rejected/excluded client did not submit in this round, or is listed twice",
+    "QuorumNotReached": "too few accepted updates to finalize; cancel the round instead",
+    "RoundNotFinalized": "rewards can be claimed only for a finalized round",
+    "NothingToClaim": "no accepted, unclaimed update of this client in that round",
+    "NothingOwed": "nothing to withdraw; claim a round's reward first",
+    "AccessControlUnauthorizedAccount": "the account lacks the role this function needs",
+    "InvalidParams": "fix the deployment parameter named in the message",
+    "ZeroAddress": "admin and aggregator must be real addresses",
+}
+
+
+class ChainError(RuntimeError):
+    """A contract call reverted (with its custom error) or the node failed."""
+
+    def __init__(self, action: str, error_name: str, inputs: dict[str, Any] | None = None, detail: str = ""):
+        self.action = action
+        self.error_name = error_name
+        self.inputs = dict(inputs or {})
+        args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.inputs.items())
+        hint = ERROR_HINTS.get(error_name, detail)
+        msg = f"{action} reverted with {error_name}({args})"
+        if hint:
+            msg += f": {hint}"
+        super().__init__(msg)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (bytes, bytearray)):
+        return "0x" + bytes(v).hex()
+    return str(v)
+
+
+def to_bytes32(value: bytes | str) -> bytes:
+    if isinstance(value, str):
+        value = bytes.fromhex(value[2:] if value.startswith("0x") else value)
+    value = bytes(value)
+    if len(value) != 32:
+        raise ValueError(f"expected 32 bytes, got {len(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """Mirror of the contract's Params struct (constructor arguments)."""
+
+    minStake: int
+    unbondingPeriod: int
+    submissionPeriod: int
+    gracePeriod: int
+    quorum: int
+    maxUpdatesPerRound: int
+    maxSamplesPerUpdate: int
+    slashBps: int
+    rewardPerRound: int
+    normBound: int  # L2 bound of an update's delta in 1e-6 units; 0 = none
+    modelSpecHash: bytes
+    initialModelHash: bytes
+    aggregatorKey: bytes
+
+    @property
+    def norm_bound(self) -> float | None:
+        return self.normBound / 1e6 if self.normBound else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_struct(cls, s: Any) -> "JobParams":
+        d = {k: getattr(s, k) for k in cls.__dataclass_fields__}
+        for k in ("modelSpecHash", "initialModelHash", "aggregatorKey"):
+            d[k] = bytes(d[k])
+        return cls(**{k: (int(v) if not isinstance(v, bytes) else v) for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    round_id: int
+    base_model_hash: bytes
+    model_hash: bytes
+    started_at: int
+    deadline: int
+    submissions: int
+    rejected: int
+    excluded: int
+    claims: int
+    phase: Phase
+    submitted_weight: int
+    accepted_weight: int
+    reward: int
+    reward_claimed: int
+
+    @property
+    def accepted(self) -> int:
+        return self.submissions - self.rejected - self.excluded
+
+
+@dataclass(frozen=True)
+class UpdateInfo:
+    commitment: bytes
+    samples: int
+    status: UpdateStatus
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    stake: int
+    encryption_key: bytes
+    exit_requested_at: int
+    last_submitted_round: int
+    status: ClientStatus
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One UpdateSubmitted event."""
+
+    round_id: int
+    client: str
+    commitment: bytes
+    samples: int
+    locator: str
+    block_number: int
+
+
+@dataclass
+class GasMeter:
+    """Gas and time spent in transactions, by function name."""
+
+    gas: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def add(self, fn: str, gas_used: int, seconds: float) -> None:
+        self.gas[fn] = self.gas.get(fn, 0) + int(gas_used)
+        self.calls[fn] = self.calls.get(fn, 0) + 1
+        self.seconds += seconds
+
+    @property
+    def total(self) -> int:
+        return sum(self.gas.values())
+
+    def snapshot(self) -> tuple[int, float]:
+        return self.total, self.seconds
+
+
+def _decode_error(action: str, exc: Exception) -> ChainError:
+    from ape.exceptions import ContractLogicError, CustomError
+
+    if isinstance(exc, CustomError):
+        name = type(exc).__name__
+        inputs = dict(getattr(exc, "inputs", {}) or {})
+        return ChainError(action, name, inputs)
+    if isinstance(exc, ContractLogicError):
+        return ChainError(action, "Revert", {}, detail=str(exc) or "reverted without a reason")
+    return ChainError(action, type(exc).__name__, {}, detail=str(exc))
+
+
+class FLContract:
+    """The deployed job. Every transaction goes through :meth:`_send`."""
+
+    def __init__(self, contract: Any, deploy_block: int = 0, meter: GasMeter | None = None):
+        self.contract = contract
+        self.deploy_block = deploy_block
+        self.meter = meter or GasMeter()
+
+    # ------------------------------------------------------------ creation
+    @classmethod
+    def deploy(cls, deployer: Any, params: JobParams, admin: str, aggregator: str, meter: GasMeter | None = None) -> "FLContract":
+        from ape import project
+        from ape.exceptions import ContractLogicError
+
+        t0 = time.perf_counter()
+        try:
+            instance = deployer.deploy(project.FederatedLearning, asdict(params), admin, aggregator)
+        except ContractLogicError as exc:
+            raise _decode_error("deploy FederatedLearning", exc) from None
+        receipt = instance.creation_metadata.receipt
+        fl = cls(instance, deploy_block=receipt.block_number, meter=meter)
+        fl.meter.add("deploy", receipt.gas_used, time.perf_counter() - t0)
+        return fl
+
+    @classmethod
+    def at(cls, address: str, deploy_block: int = 0, meter: GasMeter | None = None) -> "FLContract":
+        from ape import chain, project
+
+        if not chain.provider.get_code(address):
+            raise ChainError("attach", "NoContract", {"address": address},
+                             detail="no contract at this address on the connected network; deploy first or pick the right --network")
+        return cls(project.FederatedLearning.at(address), deploy_block=deploy_block, meter=meter)
+
+    @property
+    def address(self) -> str:
+        return str(self.contract.address)
+
+    # --------------------------------------------------------------- views
+    def params(self) -> JobParams:
+        return JobParams.from_struct(self.contract.params())
+
+    def current_round(self) -> int:
+        return int(self.contract.currentRound())
+
+    def latest_model_hash(self) -> bytes:
+        return bytes(self.contract.latestModelHash())
+
+    def round(self, round_id: int) -> RoundInfo:
+        r = self.contract.getRound(round_id)
+        return RoundInfo(
+            round_id=round_id,
+            base_model_hash=bytes(r.baseModelHash),
+            model_hash=bytes(r.modelHash),
+            started_at=int(r.startedAt),
+            deadline=int(r.deadline),
+            submissions=int(r.submissions),
+            rejected=int(r.rejected),
+            excluded=int(r.excluded),
+            claims=int(r.claims),
+            phase=Phase(int(r.phase)),
+            submitted_weight=int(r.submittedWeight),
+            accepted_weight=int(r.acceptedWeight),
+            reward=int(r.reward),
+            reward_claimed=int(r.rewardClaimed),
+        )
+
+    def update(self, round_id: int, client: str) -> UpdateInfo:
+        u = self.contract.getUpdate(round_id, client)
+        return UpdateInfo(bytes(u.commitment), int(u.samples), UpdateStatus(int(u.status)))
+
+    def client(self, address: str) -> ClientInfo:
+        c = self.contract.getClient(address)
+        return ClientInfo(int(c.stake), bytes(c.encryptionKey), int(c.exitRequestedAt),
+                          int(c.lastSubmittedRound), ClientStatus(int(c.status)))
+
+    def active_clients(self) -> int:
+        return int(self.contract.activeClients())
+
+    def can_finalize(self, round_id: int) -> bool:
+        return bool(self.contract.canFinalize(round_id))
+
+    def claimable(self, round_id: int, client: str) -> int:
+        return int(self.contract.claimable(round_id, client))
+
+    def owed(self, client: str) -> int:
+        return int(self.contract.owed(client))
+
+    def reward_pool(self) -> int:
+        return int(self.contract.rewardPool())
+
+    def has_role(self, role: str, account: str) -> bool:
+        role_id = self.contract.AGGREGATOR_ROLE() if role == "aggregator" else self.contract.DEFAULT_ADMIN_ROLE()
+        return bool(self.contract.hasRole(role_id, account))
+
+    def submissions(self, round_id: int, from_block: int | None = None) -> list[Submission]:
+        """UpdateSubmitted events of a round, in the order they were mined."""
+        from ape import chain
+
+        start = self.deploy_block if from_block is None else from_block
+        logs = self.contract.UpdateSubmitted.range(start, chain.blocks.height + 1, search_topics={"roundId": round_id})
+        return [
+            Submission(int(log.roundId), str(log.client), bytes(log.commitment), int(log.samples), str(log.locator),
+                       int(log.block_number))
+            for log in logs
+        ]
+
+    def model_locator(self, round_id: int) -> str | None:
+        """The locator published with RoundFinalized for a round (None if not finalized)."""
+        from ape import chain
+
+        logs = list(self.contract.RoundFinalized.range(self.deploy_block, chain.blocks.height + 1,
+                                                       search_topics={"roundId": round_id}))
+        return str(logs[-1].locator) if logs else None
+
+    def events(self, name: str, **topics: Any) -> list[Any]:
+        from ape import chain
+
+        event = getattr(self.contract, name)
+        return list(event.range(self.deploy_block, chain.blocks.height + 1, search_topics=topics or None))
+
+    # -------------------------------------------------------- transactions
+    def _send(self, fn: str, sender: Any, *args: Any, value: int = 0) -> Any:
+        from ape.exceptions import ApeException
+
+        method = getattr(self.contract, fn)
+        t0 = time.perf_counter()
+        try:
+            receipt = method(*args, sender=sender, value=value) if value else method(*args, sender=sender)
+        except ApeException as exc:
+            raise _decode_error(f"{fn} by {sender.address}", exc) from None
+        self.meter.add(fn, receipt.gas_used, time.perf_counter() - t0)
+        return receipt
+
+    def register(self, sender: Any, encryption_key: bytes, stake: int) -> Any:
+        return self._send("register", sender, to_bytes32(encryption_key), value=stake)
+
+    def top_up(self, sender: Any, amount: int) -> Any:
+        return self._send("topUp", sender, value=amount)
+
+    def request_exit(self, sender: Any) -> Any:
+        return self._send("requestExit", sender)
+
+    def withdraw_stake(self, sender: Any) -> Any:
+        return self._send("withdrawStake", sender)
+
+    def start_round(self, sender: Any) -> int:
+        self._send("startRound", sender)
+        return self.current_round()
+
+    def submit(self, sender: Any, round_id: int, commitment: bytes, samples: int, locator: str) -> Any:
+        return self._send("submitUpdate", sender, round_id, to_bytes32(commitment), int(samples), locator)
+
+    def finalize(self, sender: Any, round_id: int, model_hash: bytes, rejected: Sequence[str],
+                 excluded: Sequence[str], locator: str) -> Any:
+        return self._send("finalizeRound", sender, round_id, to_bytes32(model_hash), list(rejected),
+                          list(excluded), locator)
+
+    def cancel(self, sender: Any, round_id: int) -> Any:
+        return self._send("cancelRound", sender, round_id)
+
+    def fund(self, sender: Any, amount: int) -> Any:
+        return self._send("fundRewards", sender, value=amount)
+
+    def claim(self, sender: Any, round_id: int) -> int:
+        receipt = self._send("claimReward", sender, round_id)
+        logs = [log for log in receipt.events if log.event_name == "RewardClaimed"]
+        return int(logs[0].amount) if logs else 0
+
+    def withdraw_rewards(self, sender: Any) -> int:
+        receipt = self._send("withdrawRewards", sender)
+        logs = [log for log in receipt.events if log.event_name == "RewardsWithdrawn"]
+        return int(logs[0].amount) if logs else 0
+
+
+# ------------------------------------------------------------ deployments file
+@dataclass
+class Deployment:
+    """Where a job lives; written by deploy, read by every other command."""
+
+    network: str
+    chain_id: int
+    address: str
+    block: int
+    params: dict[str, Any]
+    model_spec: dict[str, Any]
+    aggregator: str
+    admin: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_deployment(path: Path, dep: Deployment) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {}
+    if path.exists():
+        data = json.loads(path.read_text())
+    data[dep.network] = asdict(dep)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def load_deployment(path: Path, network: str) -> Deployment | None:
+    path = Path(path)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if network not in data:
+        return None
+    return Deployment(**data[network])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.5, max_poll: float = 5.0) -> bool:
+    """Polls with exponential backoff until predicate() or the timeout; returns the last result."""
+    deadline = time.monotonic() + timeout
+    delay = poll
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, max_poll)
+
+
+def network_name() -> str:
+    from ape import networks
+
+    p = networks.provider
+    return f"{p.network.ecosystem.name}:{p.network.name}:{p.name}"
+
+
+def is_dev_chain() -> bool:
+    """Local chains on which the federation may move time forward itself."""
+    from ape import networks
+
+    return networks.provider.network.name == "local"
+
+
+def advance_time_past(timestamp: int) -> None:
+    """On a local dev chain, mine a block just after `timestamp`."""
+    from ape import chain
+
+    if chain.pending_timestamp <= timestamp:
+        chain.pending_timestamp = timestamp + 1
+    chain.mine()
+
+
+def iter_chunks(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

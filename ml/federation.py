@@ -1,0 +1,447 @@
+"""A whole federation in one process: every party is an Ape account on a dev chain.
+
+deploy (or reuse the deployment in the output folder) -> fund rewards ->
+register N clients with stake -> R rounds (clients train and submit, the
+aggregator verifies, aggregates and finalizes) -> clients claim rewards ->
+report (tables, report.json, rounds.csv, accuracy.png, final model).
+
+Restartable: the deployment, the aggregator's key and the blobs live in the
+output folder, the rest is read from the chain, so running the same command
+again after a crash continues the open round without a duplicate submission.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import codec, report
+from .aggregator import Aggregator, RoundOutcome
+from .attacks import check_attack
+from .chain import (
+    ChainError,
+    ClientStatus,
+    Deployment,
+    FLContract,
+    GasMeter,
+    JobParams,
+    Phase,
+    UpdateStatus,
+    advance_time_past,
+    is_dev_chain,
+    load_deployment,
+    network_name,
+    save_deployment,
+)
+from .client import Client, TrainConfig
+from .data import load_dataset
+from .models import ModelSpec, build_model, initial_weights, num_params, spec_for_dataset, tensor_names
+from .partition import partition, summarize
+from .sealing import generate_keypair, load_private_key, public_key_of, save_private_key
+from .store import open_store
+from .timing import Timings
+from .training import centralized_baseline
+
+WEI = 10**18
+STRATEGY_CHOICES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum")
+
+
+class FederationError(RuntimeError):
+    """A configuration or environment problem, explained for the user."""
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by the `crash_after_submissions` test hook, as if the process died."""
+
+
+@dataclass
+class FederationConfig:
+    dataset: str = "digits"
+    data_path: str | None = None
+    partition: str = "iid"
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    clients: int = 5
+    fraction: float = 1.0
+    rounds: int = 5
+    epochs: int = 1
+    batch_size: int = 10
+    learning_rate: float = 0.1
+    mu: float = 0.0
+    arch: str = "mlp"
+    strategy: str = "fedavg"
+    trim_beta: float = 0.2
+    krum_f: int = 1
+    attackers: int = 0
+    attack: str = "signflip"
+    norm_bound: float = 0.0  # 0 = none published
+    stake_eth: float = 1.0
+    reward_eth: float = 0.1
+    slash_bps: int = 5000
+    quorum: int = 1
+    seed: int = 0
+    out: Path = Path("out")
+    store: str | None = None
+    fresh: bool = False
+    baseline: bool = True
+    quiet: bool = False
+    # test hook: stop right after the submissions of this round (as a kill would)
+    crash_after_submissions: int | None = None
+
+    def check(self) -> None:
+        if self.clients < 1:
+            raise FederationError("--clients must be at least 1")
+        if not 0 < self.fraction <= 1:
+            raise FederationError("--fraction must be in (0, 1]")
+        if self.rounds < 1:
+            raise FederationError("--rounds must be at least 1")
+        if self.attackers < 0 or self.attackers > self.clients:
+            raise FederationError(f"--attackers must be between 0 and --clients ({self.clients})")
+        if self.strategy not in STRATEGY_CHOICES:
+            raise FederationError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGY_CHOICES)}")
+        if self.attackers:
+            check_attack(self.attack)
+        if self.quorum < 1:
+            raise FederationError("--quorum must be at least 1")
+
+    @property
+    def per_round(self) -> int:
+        return max(1, math.ceil(self.fraction * self.clients))
+
+    def strategy_params(self) -> dict[str, Any]:
+        if self.strategy == "trimmed_mean":
+            return {"beta": self.trim_beta}
+        if self.strategy in ("krum", "multi_krum"):
+            return {"f": self.krum_f}
+        return {}
+
+
+@dataclass
+class FederationResult:
+    address: str
+    chain_id: int
+    network: str
+    rows: list[report.RoundRow]
+    final_model_hash: bytes
+    final_accuracy: float
+    baseline_accuracy: float | None
+    clients: list[dict[str, Any]]
+    timings: dict[str, float]
+    wall_seconds: float
+    gas_by_function: dict[str, int]
+    out: Path
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _eth(x: float) -> int:
+    return int(round(x * WEI))
+
+
+def _accounts(n_clients: int) -> tuple[Any, Any, list[Any]]:
+    from ape import accounts
+
+    test = accounts.test_accounts
+    need = 2 + n_clients
+    while len(test) < need:
+        test.generate_test_account()
+    return test[0], test[1], [test[2 + i] for i in range(n_clients)]
+
+
+def _select(cfg: FederationConfig, round_id: int, n: int) -> list[int]:
+    """Which clients train in a round: a seeded sample, the same on every restart."""
+    if cfg.per_round >= n:
+        return list(range(n))
+    rng = np.random.RandomState(cfg.seed * 7919 + round_id)
+    return sorted(rng.choice(n, size=cfg.per_round, replace=False).tolist())
+
+
+class Federation:
+    def __init__(self, cfg: FederationConfig, progress_factory: Callable[..., Any] | None = None):
+        cfg.check()
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.console = report.console()
+        if cfg.quiet:
+            self.console.quiet = True
+        self.timings = Timings()
+        self.meter = GasMeter()
+        self.store = open_store(cfg.store or str(self.out / "store"))
+
+    def log(self, *args: Any) -> None:
+        self.console.print(*args)
+
+    # ------------------------------------------------------------ set up
+    def _data(self):
+        cfg = self.cfg
+        ds = load_dataset(cfg.dataset, path=cfg.data_path, seed=cfg.seed)
+        parts = partition(ds.y_train, cfg.clients, cfg.partition, alpha=cfg.alpha,
+                          shards_per_client=cfg.shards_per_client, seed=cfg.seed)
+        return ds, parts
+
+    def _deploy_or_reuse(self, spec: ModelSpec, admin: Any, aggregator: Any) -> tuple[FLContract, bytes]:
+        from ape import chain
+
+        cfg = self.cfg
+        net = network_name()
+        dep_file = self.out / "deployments.json"
+        key_file = self.out / "aggregator.key"
+        dep = None if cfg.fresh else load_deployment(dep_file, net)
+        if dep is not None:
+            if dep.chain_id == chain.chain_id and chain.provider.get_code(dep.address) and \
+                    dep.model_spec == spec.to_dict() and key_file.exists():
+                fl = FLContract.at(dep.address, deploy_block=dep.block, meter=self.meter)
+                private = load_private_key(key_file)
+                if fl.params().aggregatorKey != public_key_of(private):
+                    raise FederationError(f"{key_file} does not hold the aggregator key recorded on chain; "
+                                          "use --fresh to deploy a new job")
+                self.log(f"[bold]Resuming[/] the job at {dep.address} (from {dep_file})")
+                return fl, private
+            self.log(f"The deployment in {dep_file} is not usable on {net} (new chain or other settings): deploying anew")
+
+        keypair = generate_keypair()
+        if key_file.exists():
+            key_file.unlink()
+        save_private_key(key_file, keypair.private)
+        init = initial_weights(spec, cfg.seed)
+        init_hash = self.store.put(codec.encode(init, tensor_names(spec)))
+        params = JobParams(
+            minStake=_eth(cfg.stake_eth),
+            unbondingPeriod=3600,
+            submissionPeriod=600,
+            gracePeriod=600,
+            quorum=cfg.quorum,
+            maxUpdatesPerRound=cfg.per_round if cfg.per_round < cfg.clients else 0,
+            maxSamplesPerUpdate=10**9,
+            slashBps=cfg.slash_bps,
+            rewardPerRound=_eth(cfg.reward_eth),
+            normBound=int(round(cfg.norm_bound * 1e6)),
+            modelSpecHash=spec.hash(),
+            initialModelHash=init_hash,
+            aggregatorKey=keypair.public,
+        )
+        with self.timings.measure("chain"):
+            fl = FLContract.deploy(admin, params, admin.address, aggregator.address, meter=self.meter)
+        save_deployment(dep_file, Deployment(
+            network=net, chain_id=chain.chain_id, address=fl.address, block=fl.deploy_block,
+            params=params.to_json(), model_spec=spec.to_dict(), aggregator=aggregator.address, admin=admin.address,
+        ))
+        self.log(f"Deployed FederatedLearning at [bold]{fl.address}[/] (chain {chain.chain_id}, block {fl.deploy_block})")
+        return fl, keypair.private
+
+    # --------------------------------------------------------------- run
+    def run(self) -> FederationResult:
+        from ape import chain
+
+        from ape.logging import logger as ape_logger
+
+        ape_logger.set_level("WARNING")
+        cfg = self.cfg
+        if not is_dev_chain():
+            raise FederationError(
+                "ape run federated_round plays every party with the test accounts of a local chain "
+                "(ethereum:local:test, :foundry or a local node). For a public network run the separate "
+                "`ape run deploy`, `ape run aggregator` and `ape run client` commands."
+            )
+        t_start = time.perf_counter()
+        ds, parts = self._data()
+        summary = summarize(ds.y_train, parts, ds.num_classes)
+        self.log(summary.to_rich_table(title=f"{cfg.dataset}: {cfg.partition} partition over {cfg.clients} clients"))
+        spec = spec_for_dataset(ds, cfg.arch)
+        self.log(f"Model: {spec.arch} with {num_params(spec):,} parameters, spec hash 0x{spec.hash().hex()}")
+
+        admin, agg_account, client_accounts = _accounts(cfg.clients)
+        fl, private = self._deploy_or_reuse(spec, admin, agg_account)
+        params = fl.params()
+        attackers = set(range(cfg.clients - cfg.attackers, cfg.clients))
+        train_cfg = TrainConfig(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.mu)
+        clients = [
+            Client(acc, fl, self.store, spec, ds.x_train[idx], ds.y_train[idx], train=train_cfg,
+                   chain_id=chain.chain_id, seed=cfg.seed * 1000 + i,
+                   attack=cfg.attack if i in attackers else None, timings=self.timings)
+            for i, (acc, idx) in enumerate(zip(client_accounts, parts))
+        ]
+        aggregator = Aggregator(agg_account, fl, self.store, private, spec, ds.x_test, ds.y_test,
+                                chain_id=chain.chain_id, strategy=cfg.strategy,
+                                strategy_params=cfg.strategy_params(), timings=self.timings)
+
+        with self.timings.measure("chain"):
+            self._fund_and_register(fl, admin, clients, params)
+
+        rows = self._rounds(fl, aggregator, clients)
+
+        # Rewards: every client claims what it earned in every finalized round.
+        finalized = [r.round_id for r in rows if r.status == "finalized"]
+        received = {c.address: c.claim_all(finalized) for c in clients}
+
+        baseline_acc = None
+        if cfg.baseline:
+            with self.timings.measure("evaluation"):
+                _, ev = centralized_baseline(spec, ds, epochs=cfg.rounds * cfg.epochs, batch_size=cfg.batch_size,
+                                             learning_rate=cfg.learning_rate, seed=cfg.seed)
+            baseline_acc = float(ev.accuracy)
+
+        wall = time.perf_counter() - t_start
+        return self._finish(fl, spec, clients, attackers, rows, received, baseline_acc, wall)
+
+    def _fund_and_register(self, fl: FLContract, admin: Any, clients: list[Client], params: JobParams) -> None:
+        cfg = self.cfg
+        need = params.rewardPerRound * cfg.rounds
+        pool = fl.reward_pool()
+        if pool < need:
+            fl.fund(admin, need - pool)
+        for c in clients:
+            info = fl.client(c.address)
+            if info.status == ClientStatus.NONE:
+                fl.register(c.account, generate_keypair().public, params.minStake)
+            elif info.stake < params.minStake:
+                fl.top_up(c.account, params.minStake - info.stake)
+
+    def _rounds(self, fl: FLContract, aggregator: Aggregator, clients: list[Client]) -> list[report.RoundRow]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        cfg = self.cfg
+        rows: list[report.RoundRow] = []
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=self.console, transient=False, disable=cfg.quiet)
+        with progress:
+            for r in range(1, cfg.rounds + 1):
+                current = fl.current_round()
+                if r < current or (r == current and fl.round(r).phase != Phase.OPEN):
+                    rows.append(self._row_from_chain(fl, r))
+                    continue
+                rows.append(self._one_round(fl, aggregator, clients, progress))
+        self.log(report.round_table(rows))
+        return rows
+
+    def _one_round(self, fl: FLContract, aggregator: Aggregator, clients: list[Client], progress: Any) -> report.RoundRow:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        before = self.timings.copy()
+        gas0 = self.meter.total
+        round_id = aggregator.open_round()
+        chosen = _select(cfg, round_id, len(clients))
+        task = progress.add_task(f"round {round_id}/{cfg.rounds}: training", total=len(chosen) + 2)
+        for n, i in enumerate(chosen, 1):
+            progress.update(task, description=f"round {round_id}/{cfg.rounds}: training client {n}/{len(chosen)}")
+            try:
+                clients[i].participate(round_id)
+            except ChainError as exc:
+                self.log(f"[yellow]client {clients[i].address} could not submit:[/] {exc}")
+            progress.advance(task)
+        if cfg.crash_after_submissions == round_id:
+            raise SimulatedCrash(f"simulated crash after the submissions of round {round_id}")
+        progress.update(task, description=f"round {round_id}/{cfg.rounds}: verifying + aggregating")
+        info = fl.round(round_id)
+        if not fl.can_finalize(round_id):
+            # Someone chosen did not submit: on a dev chain, move time past the deadline.
+            advance_time_past(info.deadline)
+        outcome = aggregator.finalize(round_id)
+        progress.advance(task)
+        progress.update(task, description=f"round {round_id}/{cfg.rounds}: {outcome.status}"
+                        + (f" acc {outcome.accuracy:.3f}" if outcome.status == "finalized" else ""))
+        progress.advance(task)
+        phases = self.timings.minus(before).seconds
+        return self._row(outcome, len(chosen), self.meter.total - gas0, time.perf_counter() - t0, phases)
+
+    @staticmethod
+    def _row(o: RoundOutcome, chosen: int, gas: int, seconds: float, phases: dict[str, float]) -> report.RoundRow:
+        return report.RoundRow(
+            round_id=o.round_id, status=o.status, clients=chosen, accepted=len(o.accepted),
+            excluded=len(o.excluded), rejected=len(o.rejected), accuracy=o.accuracy, loss=o.loss, gas=gas,
+            seconds=seconds, model_hash="0x" + o.model_hash.hex() if o.model_hash else "",
+            rejected_reasons={r.client: r.reason for r in o.rejected}, phases=phases,
+        )
+
+    def _row_from_chain(self, fl: FLContract, r: int) -> report.RoundRow:
+        """A round finished by an earlier run: what the chain says (accuracy from report.json if there)."""
+        info = fl.round(r)
+        acc = loss = float("nan")
+        prev = self.out / "report.json"
+        if prev.exists():
+            import json
+
+            for row in json.loads(prev.read_text()).get("rounds", []):
+                if row.get("round_id") == r:
+                    acc, loss = row.get("accuracy", acc), row.get("loss", loss)
+        status = {Phase.FINALIZED: "finalized", Phase.CANCELLED: "cancelled"}.get(info.phase, info.phase.name.lower())
+        return report.RoundRow(r, status, info.submissions, info.accepted, info.excluded, info.rejected,
+                               acc if acc is not None else float("nan"), loss if loss is not None else float("nan"),
+                               0, 0.0, "0x" + info.model_hash.hex())
+
+    # ------------------------------------------------------------ output
+    def _finish(self, fl: FLContract, spec: ModelSpec, clients: list[Client], attackers: set[int],
+                rows: list[report.RoundRow], received: dict[str, int], baseline: float | None,
+                wall: float) -> FederationResult:
+        from ape import chain
+
+        cfg = self.cfg
+        final_hash = fl.latest_model_hash()
+        final_weights = codec.decode(self.store.get(final_hash), spec)
+        model = build_model(spec)
+        model.set_weights(final_weights)
+        model.save(self.out / "final_model.keras")
+        (self.out / "final_model.hash").write_text("0x" + final_hash.hex() + "\n")
+        (self.out / "final_model.safetensors").write_bytes(self.store.get(final_hash))
+
+        slashes: dict[str, int] = {}
+        for ev in fl.events("UpdateRejected"):
+            slashes[str(ev.client)] = slashes.get(str(ev.client), 0) + int(ev.slashed)
+        client_rows = []
+        finalized = [r.round_id for r in rows if r.status == "finalized"]
+        for i, c in enumerate(clients):
+            statuses = [fl.update(r, c.address).status for r in finalized]
+            client_rows.append(dict(
+                address=c.address, role=f"attacker ({cfg.attack})" if i in attackers else "honest",
+                samples=len(c.x),
+                accepted=sum(s in (UpdateStatus.SUBMITTED, UpdateStatus.CLAIMED) for s in statuses),
+                excluded=sum(s == UpdateStatus.EXCLUDED for s in statuses),
+                rejected=sum(s == UpdateStatus.REJECTED for s in statuses),
+                reward=received.get(c.address, 0), slashed=slashes.get(c.address, 0),
+                stake=fl.client(c.address).stake,
+            ))
+        final_acc = next((r.accuracy for r in reversed(rows) if r.status == "finalized"), float("nan"))
+        self.timings.seconds["chain"] = self.timings.seconds.get("chain", 0.0)
+        phases = dict(self.timings.seconds)
+        phases["other"] = max(0.0, wall - sum(v for k, v in phases.items() if k != "other"))
+
+        self.log(report.clients_table(client_rows))
+        self.log(report.timing_table(phases, wall))
+        summary = [
+            f"contract            {fl.address} on {network_name()} (chain {chain.chain_id})",
+            f"global model hash   0x{final_hash.hex()}",
+            f"final accuracy      {final_acc:.4f}" + (f"   centralized baseline {baseline:.4f}   gap {100 * (baseline - final_acc):+.2f} points"
+                                                    if baseline is not None else ""),
+            f"gas                 {self.meter.total:,} in all; per round "
+            f"{int(np.mean([r.gas for r in rows if r.gas])) if any(r.gas for r in rows) else 0:,}",
+            f"wall time           {wall:.1f} s",
+            f"output              {self.out}/ (report.json, rounds.csv, accuracy.png, final_model.keras)",
+        ]
+        self.log("\n".join(summary))
+
+        data = dict(
+            config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+            network=network_name(), chain_id=chain.chain_id, contract=fl.address,
+            model_spec=spec.to_dict(), model_spec_hash="0x" + spec.hash().hex(),
+            final_model_hash="0x" + final_hash.hex(), final_accuracy=final_acc, baseline_accuracy=baseline,
+            rounds=[asdict(r) for r in rows], clients=client_rows, timings=phases, wall_seconds=wall,
+            gas_total=self.meter.total, gas_by_function=self.meter.gas, calls_by_function=self.meter.calls,
+        )
+        report.write_json(self.out / "report.json", data)
+        report.write_rounds_csv(self.out / "rounds.csv", rows)
+        report.plot_accuracy(self.out / "accuracy.png", rows, baseline,
+                             f"{cfg.dataset}, {cfg.partition}, {cfg.clients} clients, {cfg.strategy}")
+        return FederationResult(
+            address=fl.address, chain_id=chain.chain_id, network=network_name(), rows=rows,
+            final_model_hash=final_hash, final_accuracy=final_acc, baseline_accuracy=baseline,
+            clients=client_rows, timings=phases, wall_seconds=wall, gas_by_function=dict(self.meter.gas),
+            out=self.out, report=data,
+        )
+
+
+def run_federation(cfg: FederationConfig) -> FederationResult:
+    return Federation(cfg).run()

@@ -1,0 +1,125 @@
+"""Everything a run shows and saves: rich tables, report.json, rounds.csv, accuracy.png."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+WEI = 10**18
+
+
+@dataclass
+class RoundRow:
+    round_id: int
+    status: str
+    clients: int
+    accepted: int
+    excluded: int
+    rejected: int
+    accuracy: float
+    loss: float
+    gas: int
+    seconds: float
+    model_hash: str
+    rejected_reasons: dict[str, str] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def round_table(rows: list[RoundRow], title: str = "Rounds") -> Table:
+    t = Table(title=title, title_justify="left")
+    for col, just in (("round", "right"), ("status", "left"), ("clients", "right"), ("accepted", "right"),
+                      ("excluded", "right"), ("rejected", "right"), ("accuracy", "right"), ("loss", "right"),
+                      ("gas", "right"), ("seconds", "right")):
+        t.add_column(col, justify=just)
+    for r in rows:
+        t.add_row(
+            str(r.round_id), r.status, str(r.clients), str(r.accepted), str(r.excluded), str(r.rejected),
+            "-" if r.accuracy != r.accuracy else f"{r.accuracy:.4f}",
+            "-" if r.loss != r.loss else f"{r.loss:.4f}",
+            f"{r.gas:,}", f"{r.seconds:.2f}",
+        )
+    return t
+
+
+def write_rounds_csv(path: Path, rows: list[RoundRow]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["round", "status", "clients", "accepted", "excluded", "rejected", "accuracy", "loss", "gas",
+                    "seconds", "model_hash"])
+        for r in rows:
+            w.writerow([r.round_id, r.status, r.clients, r.accepted, r.excluded, r.rejected,
+                        f"{r.accuracy:.6f}", f"{r.loss:.6f}", r.gas, f"{r.seconds:.3f}", r.model_hash])
+
+
+def write_json(path: Path, data: Any) -> None:
+    def default(o: Any) -> Any:
+        if isinstance(o, (bytes, bytearray)):
+            return "0x" + bytes(o).hex()
+        if isinstance(o, Path):
+            return str(o)
+        if hasattr(o, "__dataclass_fields__"):
+            return asdict(o)
+        if hasattr(o, "item"):
+            return o.item()
+        raise TypeError(f"cannot serialise {type(o).__name__}")
+
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=default, allow_nan=True))
+    tmp.replace(path)
+
+
+def plot_accuracy(path: Path, rows: list[RoundRow], baseline: float | None, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r.status == "finalized"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    ax.plot([r.round_id for r in done], [r.accuracy for r in done], marker="o", label="federated (global model)")
+    if baseline is not None:
+        ax.axhline(baseline, color="tab:red", linestyle="--", label=f"centralized baseline ({baseline:.3f})")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0.0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def clients_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="Clients", title_justify="left")
+    for col in ("client", "role", "samples", "accepted", "excluded", "rejected", "reward (ETH)", "slashed (ETH)",
+                "stake (ETH)"):
+        t.add_column(col, justify="left" if col in ("client", "role") else "right")
+    for r in rows:
+        t.add_row(r["address"][:10] + "…", r["role"], str(r["samples"]), str(r["accepted"]), str(r["excluded"]),
+                  str(r["rejected"]), f"{r['reward'] / WEI:.6f}", f"{r['slashed'] / WEI:.6f}",
+                  f"{r['stake'] / WEI:.4f}")
+    return t
+
+
+def timing_table(seconds: dict[str, float], wall: float) -> Table:
+    t = Table(title="Where the time went", title_justify="left")
+    t.add_column("phase")
+    t.add_column("seconds", justify="right")
+    t.add_column("share", justify="right")
+    for k, v in seconds.items():
+        t.add_row(k, f"{v:.2f}", f"{100 * v / wall:.1f}%" if wall > 0 else "-")
+    t.add_row("total (wall)", f"{wall:.2f}", "100%")
+    return t
+
+
+def console() -> Console:
+    """A console that does not squeeze tables when the output is a file or a pipe."""
+    import sys
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)

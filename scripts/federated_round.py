@@ -1,0 +1,61 @@
+"""ape run federated_round: train a real Keras model through the contract, every party in one process."""
+from pathlib import Path
+
+import click
+from ape.cli import ConnectedProviderCommand
+
+from ml.attacks import ATTACKS
+from ml.federation import STRATEGY_CHOICES, FederationConfig, FederationError, run_federation
+
+
+@click.command(cls=ConnectedProviderCommand, short_help="Run a federation on a local chain")
+@click.option("--dataset", default="digits", show_default=True,
+              help="digits (bundled with scikit-learn), mnist (a local mnist.npz, see --data-path), or a .npz/.csv file")
+@click.option("--data-path", default=None, help="Path of mnist.npz (default ~/.keras/datasets/mnist.npz)")
+@click.option("--partition", type=click.Choice(["iid", "dirichlet", "shards"]), default="iid", show_default=True,
+              help="How the training set is split across clients")
+@click.option("--alpha", type=float, default=0.5, show_default=True,
+              help="Dirichlet concentration (smaller = more non-IID); with --partition dirichlet")
+@click.option("--clients", type=int, default=5, show_default=True, help="Number of data holders")
+@click.option("--fraction", type=float, default=1.0, show_default=True,
+              help="Fraction of clients that train in each round (the contract caps updates per round)")
+@click.option("--rounds", type=int, default=5, show_default=True, help="Number of federated rounds")
+@click.option("--epochs", type=int, default=1, show_default=True, help="Local epochs per round")
+@click.option("--batch-size", type=int, default=10, show_default=True, help="Local mini-batch size")
+@click.option("--lr", "learning_rate", type=float, default=0.1, show_default=True, help="Local SGD learning rate")
+@click.option("--mu", type=float, default=0.0, show_default=True, help="FedProx proximal term (0 = FedAvg)")
+@click.option("--arch", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True, help="Model")
+@click.option("--strategy", type=click.Choice(STRATEGY_CHOICES), default="fedavg", show_default=True,
+              help="Aggregation: FedAvg weighted by samples, or a robust one")
+@click.option("--krum-f", type=int, default=1, show_default=True, help="Byzantine clients tolerated by (multi_)krum")
+@click.option("--trim-beta", type=float, default=0.2, show_default=True,
+              help="Fraction trimmed at each end by trimmed_mean")
+@click.option("--attackers", type=int, default=0, show_default=True,
+              help="Number of simulated malicious clients (the last ones)")
+@click.option("--attack", type=click.Choice(ATTACKS), default="signflip", show_default=True,
+              help="What the attackers send: signflip/scale (x10), nan, labelflip, tamper (blob != commitment), "
+                   "garbage (cannot be opened)")
+@click.option("--norm-bound", type=float, default=0.0, show_default=True,
+              help="Published L2 bound on an update's change; updates above it are rejected and slashed (0 = none)")
+@click.option("--stake", "stake_eth", type=float, default=1.0, show_default=True, help="Stake per client (ETH)")
+@click.option("--reward", "reward_eth", type=float, default=0.1, show_default=True, help="Reward per round (ETH)")
+@click.option("--slash-bps", type=int, default=5000, show_default=True,
+              help="Share of the stake a rejected update loses, in basis points")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for data split, partition, init, training")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
+              help="Output folder: report.json, rounds.csv, accuracy.png, final model, blob store, deployment")
+@click.option("--store", default=None, help="Update store: a folder or an IPFS API URL (default OUT/store)")
+@click.option("--fresh", is_flag=True, help="Deploy a new job even if OUT holds a usable deployment")
+@click.option("--no-baseline", is_flag=True, help="Skip the centralized baseline")
+def cli(no_baseline, **options):
+    """Deploy the contract (or resume the job in --out), register clients, run rounds, claim rewards.
+
+    Every party (admin, aggregator, clients) is a test account of a local chain: the
+    embedded one by default, or --network ethereum:local:foundry (Anvil) or a local node.
+    Running the same command again after an interruption continues from the chain's state.
+    """
+    cfg = FederationConfig(baseline=not no_baseline, **options)
+    try:
+        run_federation(cfg)
+    except (FederationError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
