@@ -227,6 +227,7 @@ class FLContract:
         self.contract = contract
         self.deploy_block = deploy_block
         self.meter = meter or GasMeter()
+        self._params: JobParams | None = None
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -258,8 +259,11 @@ class FLContract:
         return str(self.contract.address)
 
     # --------------------------------------------------------------- views
-    def params(self) -> JobParams:
-        return JobParams.from_struct(self.contract.params())
+    def params(self, fresh: bool = False) -> JobParams:
+        """The job's parameters; cached, since only the aggregator key can change (between rounds)."""
+        if fresh or self._params is None:
+            self._params = JobParams.from_struct(self.contract.params())
+        return self._params
 
     def current_round(self) -> int:
         return int(self.contract.currentRound())

@@ -128,7 +128,7 @@ class Client:
         if self.attack == "garbage":
             return np.random.default_rng(self.seed + round_id).bytes(256)
         plain = codec.encode(weights, self.names)
-        recipient = self.fl.params().aggregatorKey
+        recipient = self.fl.params(fresh=True).aggregatorKey  # the key may be rotated between rounds
         return seal(plain, recipient, self.seal_context(round_id))
 
     def _store(self, blob: bytes) -> tuple[bytes, str]:
