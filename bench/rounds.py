@@ -1,0 +1,153 @@
+"""Whole rounds through the contract: overhead split, scale, robustness.
+
+    .venv/bin/python -m bench.rounds [--quick] [--part overhead|scale|robustness] [--out bench/results]
+
+- overhead: 10 clients on digits, on the embedded chain and on Anvil: time per
+  round split into training, evaluation, encode+seal+store, chain transactions
+  and aggregation; overhead ratio = (round time - training - evaluation) / round time.
+- scale: 10, 50 and 100 clients per round on Anvil: round time and gas per round.
+- robustness: 10 clients with 0 to 4 attackers of each kind, for each strategy:
+  final accuracy, attackers rejected (slashed) or excluded, honest clients
+  wrongly excluded.
+
+A benchmark asserts correctness (every round finalized, provably invalid
+updates rejected), never a timing. Results go to OUT/rounds_<part>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ml.federation import Federation, FederationConfig
+
+CORE_PHASES = ("training", "evaluation", "encode_seal_store", "chain", "aggregation")
+
+
+def _run(network: str, **cfg: Any):
+    from ape import networks
+    from ape.logging import logger
+
+    logger.set_level("ERROR")
+    with tempfile.TemporaryDirectory() as tmp, networks.parse_network_choice(network):
+        cfg.setdefault("out", Path(tmp) / "out")
+        cfg.setdefault("quiet", True)
+        cfg.setdefault("baseline", False)
+        res = Federation(FederationConfig(**cfg)).run()
+        assert all(r.status == "finalized" for r in res.rows), [r.status for r in res.rows]
+        return res
+
+
+def overhead(quick: bool) -> dict[str, Any]:
+    rows = []
+    nets = [("embedded", "ethereum:local:test"), ("anvil", "ethereum:local:foundry")]
+    for label, net in nets:
+        res = _run(net, clients=4 if quick else 10, rounds=2 if quick else 5)
+        per_round = [r for r in res.rows if r.status == "finalized"]
+        total = sum(r.seconds for r in per_round)
+        phases = {p: sum(r.phases.get(p, 0.0) for r in per_round) for p in CORE_PHASES}
+        ml_time = phases["training"] + phases["evaluation"]
+        rows.append(dict(
+            chain=label, rounds=len(per_round), round_seconds=total / len(per_round),
+            **{f"{p}_s": v / len(per_round) for p, v in phases.items()},
+            overhead_ratio=(total - ml_time) / total,
+            chain_crypto_ratio=(phases["chain"] + phases["encode_seal_store"]) / total,
+            gas_per_round=sum(r.gas for r in per_round) / len(per_round),
+            final_accuracy=res.final_accuracy,
+        ))
+    return {"rows": rows, "target": "chain and crypto overhead under 10% of round time on the embedded chain"}
+
+
+def scale(quick: bool) -> dict[str, Any]:
+    rows = []
+    for n in ((5, 10) if quick else (10, 50, 100)):
+        t0 = time.perf_counter()
+        res = _run("ethereum:local:foundry", clients=n, rounds=1 if quick else 2)
+        per_round = [r for r in res.rows if r.status == "finalized"]
+        rows.append(dict(
+            clients=n, round_seconds=sum(r.seconds for r in per_round) / len(per_round),
+            chain_s=sum(r.phases.get("chain", 0.0) for r in per_round) / len(per_round),
+            gas_per_round=sum(r.gas for r in per_round) / len(per_round),
+            gas_per_client=sum(r.gas for r in per_round) / len(per_round) / n,
+            wall_s=time.perf_counter() - t0,
+        ))
+    return {"rows": rows}
+
+
+def robustness(quick: bool) -> dict[str, Any]:
+    strategies = ("fedavg", "multi_krum") if quick else ("fedavg", "median", "trimmed_mean", "multi_krum")
+    attacks = ("signflip", "nan") if quick else ("signflip", "scale", "labelflip", "nan", "tamper")
+    counts = (2,) if quick else (1, 2, 3, 4)
+    rounds = 2 if quick else 5
+    rows = []
+    for strategy in strategies:
+        params = {"krum_f": 4, "trim_beta": 0.4} if not quick else {"krum_f": 2, "trim_beta": 0.3}
+        clean = _run("ethereum:local:test", clients=10, rounds=rounds, strategy=strategy, **params)
+        rows.append(dict(strategy=strategy, attack="none", attackers=0, final_accuracy=clean.final_accuracy,
+                         rejected=0, excluded=0, honest_excluded=_honest_excluded(clean), drop_points=0.0))
+        for attack in attacks:
+            for k in counts:
+                res = _run("ethereum:local:test", clients=10, rounds=rounds, strategy=strategy, attackers=k,
+                           attack=attack, **params)
+                bad = [c for c in res.clients if c["role"] != "honest"]
+                rejected = sum(c["rejected"] for c in bad)
+                if attack in ("nan", "tamper"):
+                    # Provably invalid: each is rejected and slashed, never accepted (after the
+                    # first slash its stake is below the minimum, so it cannot submit again).
+                    assert all(c["rejected"] >= 1 and c["accepted"] == 0 and c["slashed"] > 0 for c in bad), bad
+                rows.append(dict(
+                    strategy=strategy, attack=attack, attackers=k, final_accuracy=res.final_accuracy,
+                    rejected=rejected, excluded=sum(c["excluded"] for c in bad),
+                    honest_excluded=_honest_excluded(res),
+                    drop_points=100 * (clean.final_accuracy - res.final_accuracy),
+                ))
+    return {"rows": rows, "rounds": rounds,
+            "target": "a robust strategy with 2 of 10 sign-flip attackers within 3 accuracy points of the clean run"}
+
+
+def _honest_excluded(res) -> int:
+    return sum(c["excluded"] for c in res.clients if c["role"] == "honest")
+
+
+PARTS = {"overhead": overhead, "scale": scale, "robustness": robustness}
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    if not rows:
+        return t
+    for k in rows[0]:
+        t.add_column(k, justify="left" if isinstance(rows[0][k], str) else "right")
+    for r in rows:
+        t.add_row(*[f"{v:,.4f}" if isinstance(v, float) and abs(v) < 100 else
+                    f"{v:,.0f}" if isinstance(v, (int, float)) else str(v) for v in r.values()])
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny settings that check correctness (CI)")
+    ap.add_argument("--part", choices=sorted(PARTS), action="append", help="run only these parts (repeatable)")
+    ap.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for the JSON results")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    console = Console(width=160)
+    for name in args.part or list(PARTS):
+        t0 = time.perf_counter()
+        data = PARTS[name](args.quick)
+        data.update(part=name, quick=args.quick, seconds=time.perf_counter() - t0,
+                    machine=dict(python=platform.python_version(), processor=platform.machine()))
+        console.print(_table(f"rounds: {name}", data["rows"]))
+        (args.out / f"rounds_{name}{'_quick' if args.quick else ''}.json").write_text(json.dumps(data, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
