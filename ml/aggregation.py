@@ -119,16 +119,37 @@ def _stack(updates: list[ClientUpdate], i: int) -> np.ndarray:
     return np.stack([np.asarray(u.weights[i], dtype=np.float32) for u in updates])
 
 
+_BLOCK = 1 << 15  # float64 elements per accumulation block: 256 KiB, fits in L2
+
+
 def _weighted_mean(updates: list[ClientUpdate]) -> Weights:
     total = sum(int(u.num_samples) for u in updates)
     if total <= 0:
         raise AggregationError("the updates report 0 samples in total; FedAvg needs num_samples > 0")
     out = []
     for i in range(len(updates[0].weights)):
-        acc = np.zeros(np.shape(updates[0].weights[i]), dtype=np.float64)
-        for u in updates:  # fixed key order -> fixed rounding
-            acc += np.asarray(u.weights[i], dtype=np.float64) * float(u.num_samples)
-        out.append((acc / float(total)).astype(np.float32))
+        shape = np.shape(updates[0].weights[i])
+        flats = [np.asarray(u.weights[i], dtype=np.float32).reshape(-1) for u in updates]
+        scales = [float(u.num_samples) for u in updates]
+        size = flats[0].size
+        result = np.empty(size, dtype=np.float32)
+        # Cache-sized blocks: the float64 accumulator stays in cache while every
+        # client's block streams through it once. Each element still sums its
+        # clients in the fixed key order, so the result is bit-identical to the
+        # plain loop, only faster (memory traffic ~ reading the updates once).
+        block = min(size, _BLOCK)
+        acc = np.empty(block, dtype=np.float64)
+        tmp = np.empty(block, dtype=np.float64)
+        for lo in range(0, size, block):
+            hi = min(size, lo + block)
+            a, t = acc[: hi - lo], tmp[: hi - lo]
+            a.fill(0.0)
+            for f, s in zip(flats, scales):
+                np.multiply(f[lo:hi], s, out=t, dtype=np.float64)
+                a += t
+            a /= float(total)
+            result[lo:hi] = a
+        out.append(result.reshape(shape))
     return out
 
 
