@@ -360,6 +360,7 @@ class Federation:
             round_id=o.round_id, status=o.status, clients=chosen, accepted=len(o.accepted),
             excluded=len(o.excluded), rejected=len(o.rejected), accuracy=o.accuracy, loss=o.loss, gas=gas,
             seconds=seconds, model_hash="0x" + o.model_hash.hex() if o.model_hash else "",
+            submitted=len(o.accepted) + len(o.excluded) + len(o.rejected),
             rejected_reasons={r.client: r.reason for r in o.rejected}, phases=phases,
         )
 
@@ -377,7 +378,7 @@ class Federation:
         status = {Phase.FINALIZED: "finalized", Phase.CANCELLED: "cancelled"}.get(info.phase, info.phase.name.lower())
         return report.RoundRow(r, status, info.submissions, info.accepted, info.excluded, info.rejected,
                                acc if acc is not None else float("nan"), loss if loss is not None else float("nan"),
-                               0, 0.0, "0x" + info.model_hash.hex())
+                               0, 0.0, "0x" + info.model_hash.hex(), submitted=info.submissions)
 
     # ------------------------------------------------------------ output
     def _finish(self, fl: FLContract, spec: ModelSpec, clients: list[Client], attackers: set[int],

@@ -26,19 +26,21 @@ class RoundRow:
     gas: int
     seconds: float
     model_hash: str
+    submitted: int = 0  # chosen clients that actually submitted (a slashed one may not be able to)
     rejected_reasons: dict[str, str] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
 
 
 def round_table(rows: list[RoundRow], title: str = "Rounds") -> Table:
     t = Table(title=title, title_justify="left")
-    for col, just in (("round", "right"), ("status", "left"), ("clients", "right"), ("accepted", "right"),
+    for col, just in (("round", "right"), ("status", "left"), ("chosen", "right"), ("submitted", "right"),
+                      ("accepted", "right"),
                       ("excluded", "right"), ("rejected", "right"), ("accuracy", "right"), ("loss", "right"),
                       ("gas", "right"), ("seconds", "right")):
         t.add_column(col, justify=just)
     for r in rows:
         t.add_row(
-            str(r.round_id), r.status, str(r.clients), str(r.accepted), str(r.excluded), str(r.rejected),
+            str(r.round_id), r.status, str(r.clients), str(r.submitted), str(r.accepted), str(r.excluded), str(r.rejected),
             "-" if r.accuracy != r.accuracy else f"{r.accuracy:.4f}",
             "-" if r.loss != r.loss else f"{r.loss:.4f}",
             f"{r.gas:,}", f"{r.seconds:.2f}",
@@ -49,10 +51,10 @@ def round_table(rows: list[RoundRow], title: str = "Rounds") -> Table:
 def write_rounds_csv(path: Path, rows: list[RoundRow]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["round", "status", "clients", "accepted", "excluded", "rejected", "accuracy", "loss", "gas",
+        w.writerow(["round", "status", "chosen", "submitted", "accepted", "excluded", "rejected", "accuracy", "loss", "gas",
                     "seconds", "model_hash"])
         for r in rows:
-            w.writerow([r.round_id, r.status, r.clients, r.accepted, r.excluded, r.rejected,
+            w.writerow([r.round_id, r.status, r.clients, r.submitted, r.accepted, r.excluded, r.rejected,
                         f"{r.accuracy:.6f}", f"{r.loss:.6f}", r.gas, f"{r.seconds:.3f}", r.model_hash])
 
 
@@ -74,13 +76,13 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def plot_accuracy(path: Path, rows: list[RoundRow], baseline: float | None, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object API draws without pyplot, so no global backend is switched
+    # (a notebook keeps its inline plots).
+    from matplotlib.figure import Figure
 
     done = [r for r in rows if r.status == "finalized"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    fig = Figure(figsize=(6.4, 4.0), dpi=120)
+    ax = fig.subplots()
     ax.plot([r.round_id for r in done], [r.accuracy for r in done], marker="o", label="federated (global model)")
     if baseline is not None:
         ax.axhline(baseline, color="tab:red", linestyle="--", label=f"centralized baseline ({baseline:.3f})")
@@ -92,7 +94,6 @@ def plot_accuracy(path: Path, rows: list[RoundRow], baseline: float | None, titl
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def clients_table(rows: list[dict[str, Any]]) -> Table:
