@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-PARTS = ["bench.ml_accuracy", "bench.gas", "bench.rounds"]
+PARTS = ["bench.gas", "bench.throughput", "bench.accuracy", "bench.ml_accuracy", "bench.rounds"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,10 +27,18 @@ def main(argv: list[str] | None = None) -> int:
         except ModuleNotFoundError as exc:
             print(f"   skipped: {exc}")
             continue
-        rc = mod.main((["--quick"] if args.quick else []) + ["--out", str(args.out)])
+        try:
+            rc = mod.main((["--quick"] if args.quick else []) + ["--out", str(args.out)])
+        except Exception as exc:  # a failed check in one part must not hide the others
+            print(f"   FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+            rc = 1
+        rc = rc if isinstance(rc, int) else 0  # some parts return their results
         print(f"== {name}: exit {rc} in {time.perf_counter() - t0:.1f} s", flush=True)
         if rc:
             failed.append(name)
+    from bench.summary import write_summary
+
+    print(f"summary: {write_summary(args.out, quick=args.quick)}")
     if failed:
         print("failed: " + ", ".join(failed), file=sys.stderr)
     return 1 if failed else 0
