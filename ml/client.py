@@ -18,14 +18,14 @@ from .models import ModelSpec, tensor_names
 from .sealing import SealContext, seal
 from .store import BlobStore, LocalStore
 from .timing import Timings
-from .training import train_local
+from .training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE, train_local
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 0.1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float = DEFAULT_LEARNING_RATE
     mu: float = 0.0  # FedProx proximal term; 0 = plain FedAvg
 
 

@@ -108,8 +108,10 @@ def stratified_split(
     training sample.
     """
     _check_fraction(test_fraction)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise DatasetError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     labels = np.asarray(labels)
-    rng = np.random.RandomState(seed)
+    rng = np.random.RandomState(int(seed))
     train, test = [], []
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)

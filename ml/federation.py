@@ -44,7 +44,7 @@ from .partition import partition, summarize
 from .sealing import generate_keypair, load_private_key, public_key_of, save_private_key
 from .store import open_store
 from .timing import Timings
-from .training import centralized_baseline
+from .training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE, centralized_baseline
 
 WEI = 10**18
 STRATEGY_CHOICES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum")
@@ -69,8 +69,8 @@ class FederationConfig:
     fraction: float = 1.0
     rounds: int = 5
     epochs: int = 1
-    batch_size: int = 10
-    learning_rate: float = 0.1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float = DEFAULT_LEARNING_RATE
     mu: float = 0.0
     arch: str = "mlp"
     strategy: str = "fedavg"

@@ -27,7 +27,7 @@ SPEC_FORMAT = 1
 
 # Defaults chosen so 10-client FedAvg on digits matches centralized training
 # within 2 points in 10 rounds (see bench/ml_accuracy.py).
-DEFAULT_HIDDEN = {"mlp": (128,), "cnn": (64,)}
+DEFAULT_HIDDEN = {"mlp": (512,), "cnn": (64,)}
 DEFAULT_FILTERS = {"mlp": (), "cnn": (16, 32)}
 
 
@@ -162,6 +162,9 @@ def spec_for_dataset(
 
 def _layers(spec: ModelSpec) -> list[tuple[str, tuple[int, ...], tuple[int, ...], int, int]]:
     """(name, kernel shape, bias shape, fan_in, fan_out) per weighted layer, in order."""
+    if not isinstance(spec, ModelSpec):
+        hint = " (parse JSON with ModelSpec.from_json)" if isinstance(spec, str | bytes) else ""
+        raise ModelSpecError(f"expected an ml.models.ModelSpec, got {type(spec).__name__}{hint}")
     layers = []
     if spec.arch == "cnn":
         h, w, channels = spec.input_shape

@@ -55,6 +55,8 @@ def partition(
             f"{n} samples cannot give {num_clients} clients at least {max(min_samples, 1)} each; "
             "use fewer clients or a smaller min_samples"
         )
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
+        raise PartitionError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     rng = np.random.RandomState(seed)
     if scheme == "iid":
         parts = np.array_split(rng.permutation(n), num_clients)
@@ -98,16 +100,21 @@ def _dirichlet(
         for cls in classes:
             idx = np.flatnonzero(labels == cls)
             idx = idx[rng.permutation(len(idx))]
-            p = rng.dirichlet(np.full(num_clients, float(alpha)))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                p = rng.dirichlet(np.full(num_clients, float(alpha)))
+            if not np.isfinite(p).all():  # tiny alpha: the legacy sampler can return NaN
+                break
             p = p * (sizes < fair)  # clients at their fair share take no more
             total = p.sum()
-            p = p / total if total > 0 else np.full(num_clients, 1.0 / num_clients)
-            cuts = (np.cumsum(p) * len(idx)).astype(np.int64)[:-1]
+            if total <= 0:  # all the drawn mass fell on full clients: draw again
+                break
+            cuts = (np.cumsum(p / total) * len(idx)).astype(np.int64)[:-1]
             for client, chunk in enumerate(np.split(idx, cuts)):
                 parts[client].append(chunk)
                 sizes[client] += len(chunk)
-        if sizes.min() >= min_samples:
-            return [np.concatenate(p) for p in parts]
+        else:
+            if sizes.min() >= min_samples:
+                return [np.concatenate(p) for p in parts]
         best = max(best, int(sizes.min()))
     raise PartitionError(
         f"dirichlet(alpha={alpha}) could not give all {num_clients} clients {min_samples} samples "

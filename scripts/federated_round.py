@@ -5,6 +5,7 @@ import click
 from ape.cli import ConnectedProviderCommand
 
 from ml.attacks import ATTACKS
+from ml.training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE
 from ml.federation import STRATEGY_CHOICES, FederationConfig, FederationError, run_federation
 
 
@@ -21,8 +22,8 @@ from ml.federation import STRATEGY_CHOICES, FederationConfig, FederationError, r
               help="Fraction of clients that train in each round (the contract caps updates per round)")
 @click.option("--rounds", type=int, default=5, show_default=True, help="Number of federated rounds")
 @click.option("--epochs", type=int, default=1, show_default=True, help="Local epochs per round")
-@click.option("--batch-size", type=int, default=10, show_default=True, help="Local mini-batch size")
-@click.option("--lr", "learning_rate", type=float, default=0.1, show_default=True, help="Local SGD learning rate")
+@click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True, help="Local mini-batch size")
+@click.option("--lr", "learning_rate", type=float, default=DEFAULT_LEARNING_RATE, show_default=True, help="Local SGD learning rate")
 @click.option("--mu", type=float, default=0.0, show_default=True, help="FedProx proximal term (0 = FedAvg)")
 @click.option("--arch", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True, help="Model")
 @click.option("--strategy", type=click.Choice(STRATEGY_CHOICES), default="fedavg", show_default=True,

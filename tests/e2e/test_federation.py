@@ -90,7 +90,7 @@ def test_signflip_attacker_excluded_by_krum(tmp_path):
 
 
 def test_norm_bound_rejects_scaled_update(tmp_path):
-    res = Federation(small_cfg(tmp_path, rounds=1, attackers=1, attack="scale", norm_bound=5.0)).run()
+    res = Federation(small_cfg(tmp_path, rounds=1, attackers=1, attack="scale", norm_bound=20.0)).run()
     attacker = res.clients[-1]["address"]
     assert res.rows[0].rejected_reasons == {attacker: "norm"}
 
