@@ -85,7 +85,7 @@ def robustness(quick: bool) -> dict[str, Any]:
     strategies = ("fedavg", "multi_krum") if quick else ("fedavg", "median", "trimmed_mean", "multi_krum")
     attacks = ("signflip", "nan") if quick else ("signflip", "scale", "labelflip", "nan", "tamper")
     counts = (2,) if quick else (1, 2, 3, 4)
-    rounds = 2 if quick else 5
+    rounds = 1 if quick else 5
     rows = []
     for strategy in strategies:
         params = {"krum_f": 4, "trim_beta": 0.4} if not quick else {"krum_f": 2, "trim_beta": 0.3}

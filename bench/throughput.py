@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    data = run((4, 8), 10_000, 2) if args.quick else run((10, 100), 1_000_000, 3)
+    data = run((5, 8), 10_000, 2) if args.quick else run((10, 100), 1_000_000, 3)
     data.update(quick=args.quick, machine=dict(python=platform.python_version(), processor=platform.machine(),
                                                 numpy=np.__version__))
     t = Table(title="Aggregation throughput (bytes of updates consumed per second)", title_justify="left")
