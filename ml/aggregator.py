@@ -177,8 +177,8 @@ class Aggregator:
         store: BlobStore,
         private_key: bytes,
         spec: ModelSpec,
-        x_eval: np.ndarray,
-        y_eval: np.ndarray,
+        x_eval: np.ndarray | None,
+        y_eval: np.ndarray | None,
         *,
         chain_id: int,
         strategy: str = "fedavg",
@@ -226,8 +226,11 @@ class Aggregator:
                 note=f"{len(comp.accepted)} valid update(s), quorum is {params.quorum}",
                 samples=samples,
             )
-        with self.timings.measure("evaluation"):
-            ev = evaluate(self.spec, comp.result.weights, self.x_eval, self.y_eval)
+        loss = accuracy = float("nan")
+        if self.x_eval is not None and len(self.x_eval):  # an aggregator may run without an evaluation set
+            with self.timings.measure("evaluation"):
+                ev = evaluate(self.spec, comp.result.weights, self.x_eval, self.y_eval)
+            loss, accuracy = float(ev.loss), float(ev.accuracy)
         with self.timings.measure("encode_seal_store"):
             model_hash = self.store.put(comp.model_blob)
             locator = self.store.locator(model_hash)
@@ -243,6 +246,6 @@ class Aggregator:
             reward = self.fl.round(round_id).reward
         return RoundOutcome(
             round_id, "finalized", model_hash, comp.accepted, comp.excluded, comp.rejected,
-            loss=float(ev.loss), accuracy=float(ev.accuracy), gas=self.fl.meter.total - gas0, reward=reward,
+            loss=loss, accuracy=accuracy, gas=self.fl.meter.total - gas0, reward=reward,
             samples=samples,
         )

@@ -436,8 +436,13 @@ def load_deployment(path: Path, network: str) -> Deployment | None:
     return Deployment(**data[network])
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.5, max_poll: float = 5.0) -> bool:
-    """Polls with exponential backoff until predicate() or the timeout; returns the last result."""
+def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.5, max_poll: float = 5.0,
+               sleep: Callable[[float], Any] = time.sleep) -> bool:
+    """Polls with exponential backoff until predicate() or the timeout; returns the last result.
+
+    `timeout` may be ``math.inf``; `sleep` may be an interruptible wait such as
+    ``threading.Event().wait`` (long-running parties stop on a signal that way).
+    """
     deadline = time.monotonic() + timeout
     delay = poll
     while True:
@@ -445,7 +450,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.5,
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, max_poll)
 
 

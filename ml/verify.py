@@ -1,0 +1,298 @@
+"""Re-checking a finalized round from the chain's record and the update store.
+
+Anyone can run the public checks: the global model blob hashes to the model
+hash on chain, every accepted update's blob is in the store under its
+commitment, the recorded counts and weights add up, each accepted client's
+reward is ``mulDiv(reward, samples, acceptedWeight)`` and each slash is
+``slashBps`` of the client's stake at the time. Whoever holds the aggregator's
+sealing key (the aggregator, or an auditor it gave the key to) can also open
+the sealed updates and re-compute the aggregation with
+:func:`ml.aggregator.compute_round` -- the very code the aggregator ran -- and
+must get the same model hash bit for bit, and the same rejected and excluded
+clients.
+
+:func:`verify_round` returns a :class:`VerifyReport`: a list of checks, each
+pass, fail (with what does not match) or skip (with why).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import codec
+from .chain import FLContract, Phase, UpdateStatus
+from .models import ModelSpec
+from .store import BlobIntegrityError, BlobNotFoundError, BlobStore, BlobStoreError
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+BPS = 10_000
+ACCEPTED = (UpdateStatus.SUBMITTED, UpdateStatus.CLAIMED)
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # pass | fail | skip
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    round_id: int
+    address: str
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, name: str, ok: bool | None, detail: str) -> Check:
+        check = Check(name, SKIP if ok is None else PASS if ok else FAIL, detail)
+        self.checks.append(check)
+        return check
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    def summary(self) -> str:
+        n = {s: sum(c.status == s for c in self.checks) for s in (PASS, FAIL, SKIP)}
+        if self.ok:
+            return f"round {self.round_id} checks out: {n[PASS]} check(s) passed, {n[SKIP]} skipped"
+        return (f"round {self.round_id} does NOT check out: {n[FAIL]} check(s) failed "
+                f"({', '.join(c.name for c in self.failed)}), {n[PASS]} passed, {n[SKIP]} skipped")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(round_id=self.round_id, address=self.address, ok=self.ok,
+                    checks=[c.__dict__ for c in self.checks])
+
+
+def _hex(b: bytes | None) -> str:
+    return "0x" + b.hex() if b is not None else "-"
+
+
+def _mul_div(a: int, b: int, c: int) -> int:
+    return a * b // c if c else 0
+
+
+def _fetch(store: BlobStore, key: bytes, locator: str | None) -> tuple[bytes | None, str]:
+    """(blob, "") or (None, why not)."""
+    try:
+        return store.get(key, locator or None), ""
+    except BlobIntegrityError as exc:
+        return None, (f"the stored blob hashes to {_hex(exc.actual)}, not {_hex(key)}: "
+                      "it was altered after it was published")
+    except BlobNotFoundError as exc:
+        return None, f"not in the store ({exc.where})"
+    except BlobStoreError as exc:
+        return None, f"store error: {exc}"
+
+
+def _stake_before(fl: FLContract, client: str, slash_log: Any) -> int | None:
+    """The client's stake just before `slash_log`, replayed from its registry events (any node has logs)."""
+    events = []
+    for name in ("ClientRegistered", "StakeToppedUp", "UpdateRejected", "StakeWithdrawn"):
+        events += [(int(ev.block_number), int(ev.log_index), name, ev) for ev in fl.events(name, client=client)]
+    events.sort(key=lambda e: (e[0], e[1]))
+    stake: int | None = None
+    cut = (int(slash_log.block_number), int(slash_log.log_index))
+    for block, index, name, ev in events:
+        if (block, index) >= cut:
+            break
+        if name == "ClientRegistered":
+            stake = int(ev.stake)
+        elif name == "StakeToppedUp":
+            stake = int(ev.stake)
+        elif name == "UpdateRejected" and stake is not None:
+            stake -= int(ev.slashed)
+        elif name == "StakeWithdrawn":
+            stake = 0
+    return stake
+
+
+def verify_round(
+    fl: FLContract,
+    store: BlobStore,
+    spec: ModelSpec,
+    round_id: int,
+    *,
+    chain_id: int,
+    strategy: str,
+    strategy_params: dict[str, Any] | None = None,
+    private_key: bytes | None = None,
+    initial_locator: str | None = None,
+) -> VerifyReport:
+    """Every check of a finalized round; see the module docstring."""
+    rep = VerifyReport(round_id, fl.address)
+    current = fl.current_round()
+    if not 1 <= round_id <= current:
+        rep.add("round finalized", False, f"round {round_id} was never started (the job is at round {current})")
+        return rep
+    info = fl.round(round_id)
+    if info.phase != Phase.FINALIZED:
+        rep.add("round finalized", False, f"round {round_id} is {info.phase.name.lower()}, not finalized: "
+                                          "only finalized rounds have a model and rewards to check")
+        return rep
+    params = fl.params(fresh=True)
+    fin = fl.events("RoundFinalized", roundId=round_id)
+    ev = fin[-1] if fin else None
+    rep.add("round finalized", True, f"finalized with model {_hex(info.model_hash)}; "
+                                     f"{info.accepted} accepted, {info.rejected} rejected, {info.excluded} excluded")
+
+    # -- the record is consistent with itself
+    if ev is None:
+        rep.add("RoundFinalized event", False, "no RoundFinalized event for this round")
+    else:
+        diffs = [f"{k}: event {a}, round record {b}" for k, a, b in (
+            ("modelHash", _hex(bytes(ev.modelHash)), _hex(info.model_hash)),
+            ("accepted", int(ev.accepted), info.accepted),
+            ("acceptedWeight", int(ev.acceptedWeight), info.accepted_weight),
+            ("reward", int(ev.reward), info.reward)) if a != b]
+        rep.add("RoundFinalized event", not diffs, "; ".join(diffs) or "matches the round record")
+
+    # -- base model: the latest finalized model when the round started
+    prev = next((r for r in range(round_id - 1, 0, -1) if fl.round(r).phase == Phase.FINALIZED), None)
+    expected_base = fl.round(prev).model_hash if prev else params.initialModelHash
+    rep.add("base model", info.base_model_hash == expected_base,
+            f"round starts from {_hex(info.base_model_hash)}, "
+            + (f"the model of round {prev}" if prev else "the job's initial model")
+            + (" as it should" if info.base_model_hash == expected_base else f" is {_hex(expected_base)}"))
+
+    # -- the global model blob
+    model_blob, why = _fetch(store, info.model_hash, str(ev.locator) if ev is not None else None)
+    if model_blob is None:
+        rep.add("global model blob", False, f"model {_hex(info.model_hash)}: {why}")
+    else:
+        rep.add("global model blob", True, f"keccak-256 of the stored blob ({len(model_blob):,} bytes) "
+                                           f"= on-chain model hash {_hex(info.model_hash)}")
+        try:
+            weights = codec.decode(model_blob, spec)
+            codec.validate(weights, spec)
+            rep.add("global model decodes", True, f"{len(weights)} finite float32 tensors of the job's model spec")
+        except codec.InvalidUpdateError as exc:
+            rep.add("global model decodes", False, str(exc))
+
+    # -- submissions, statuses, weights
+    subs = fl.submissions(round_id)
+    updates = {s.client: fl.update(round_id, s.client) for s in subs}
+    problems = []
+    if len(subs) != info.submissions:
+        problems.append(f"{len(subs)} UpdateSubmitted events but the round records {info.submissions} submissions")
+    if len(updates) != len(subs):
+        problems.append("a client has more than one UpdateSubmitted event in the round")
+    for s in subs:
+        u = updates[s.client]
+        if u.commitment != s.commitment or u.samples != s.samples:
+            problems.append(f"{s.client}: event says {_hex(s.commitment)}/{s.samples} samples, "
+                            f"storage {_hex(u.commitment)}/{u.samples}")
+    accepted = [s for s in subs if updates[s.client].status in ACCEPTED]
+    rejected = [s for s in subs if updates[s.client].status == UpdateStatus.REJECTED]
+    excluded = [s for s in subs if updates[s.client].status == UpdateStatus.EXCLUDED]
+    if len(rejected) != info.rejected or len(excluded) != info.excluded:
+        problems.append(f"statuses give {len(rejected)} rejected / {len(excluded)} excluded, the round records "
+                        f"{info.rejected} / {info.excluded}")
+    weight = sum(s.samples for s in accepted)
+    if weight != info.accepted_weight:
+        problems.append(f"accepted samples add up to {weight}, the round records acceptedWeight {info.accepted_weight}")
+    if sum(s.samples for s in subs) != info.submitted_weight:
+        problems.append(f"submitted samples add up to {sum(s.samples for s in subs)}, the round records "
+                        f"{info.submitted_weight}")
+    rep.add("submissions and weights", not problems, "; ".join(problems) or
+            f"{len(subs)} submission(s), one per client; acceptedWeight {info.accepted_weight} = the accepted "
+            "clients' samples")
+
+    # -- every accepted commitment has its blob
+    missing = []
+    for s in accepted:
+        blob, why = _fetch(store, s.commitment, s.locator)
+        if blob is None:
+            missing.append(f"{s.client}: {why}")
+    rep.add("accepted update blobs", not missing, "; ".join(missing) or
+            f"all {len(accepted)} accepted commitment(s) have their blob in the store")
+
+    # -- rewards
+    claims = {str(e.client): int(e.amount) for e in fl.events("RewardClaimed", roundId=round_id)}
+    problems = []
+    total = 0
+    for s in accepted:
+        due = _mul_div(info.reward, s.samples, info.accepted_weight)
+        total += due
+        status = updates[s.client].status
+        if status == UpdateStatus.CLAIMED:
+            if claims.get(s.client) != due:
+                problems.append(f"{s.client} claimed {claims.get(s.client)} wei, mulDiv gives {due}")
+        else:
+            got = fl.claimable(round_id, s.client)
+            if got != due:
+                problems.append(f"{s.client} can claim {got} wei, mulDiv gives {due}")
+    for s in rejected + excluded:
+        if s.client in claims or fl.claimable(round_id, s.client):
+            problems.append(f"{s.client} was {updates[s.client].status.name.lower()} but is paid")
+    if sum(claims.values()) != info.reward_claimed:
+        problems.append(f"RewardClaimed events add up to {sum(claims.values())} wei, the round records "
+                        f"{info.reward_claimed}")
+    if total > info.reward:
+        problems.append(f"shares add up to {total} wei, more than the round's reward {info.reward}")
+    if info.reward > params.rewardPerRound:
+        problems.append(f"the round's reward {info.reward} is above rewardPerRound {params.rewardPerRound}")
+    rep.add("rewards", not problems, "; ".join(problems) or
+            f"reward {info.reward} wei; each accepted client's share = reward * samples / acceptedWeight "
+            f"({len(claims)} claimed, {len(accepted) - len(claims)} claimable)")
+
+    # -- slashes
+    slashes = fl.events("UpdateRejected", roundId=round_id)
+    problems = []
+    if {str(e.client) for e in slashes} != {s.client for s in rejected} or len(slashes) != len(rejected):
+        problems.append(f"UpdateRejected events name {sorted(str(e.client) for e in slashes)}, the statuses "
+                        f"{sorted(s.client for s in rejected)}")
+    for e in slashes:
+        before = _stake_before(fl, str(e.client), e)
+        if before is None:
+            problems.append(f"{e.client}: no registration found before the slash")
+            continue
+        due = _mul_div(before, params.slashBps, BPS)
+        if int(e.slashed) != due:
+            problems.append(f"{e.client} lost {int(e.slashed)} wei; {params.slashBps} bps of its stake {before} "
+                            f"is {due}")
+    rep.add("slashes", not problems, "; ".join(problems) or
+            (f"{len(slashes)} rejected update(s), each slashed {params.slashBps} bps of the stake it had"
+             if slashes else "no update rejected, nobody slashed"))
+
+    # -- re-computation from the sealed updates (needs the aggregator's key)
+    if private_key is None:
+        rep.add("re-computation", None, "needs the aggregator's sealing key (--key-file): only the aggregator "
+                                        "or an auditor it trusts can open the sealed updates")
+        return rep
+    from .aggregator import compute_round
+    from .sealing import public_key_of
+
+    if public_key_of(private_key) != params.aggregatorKey:
+        rep.add("re-computation", False, f"the key file's public key 0x{public_key_of(private_key).hex()} is not "
+                                         f"the job's aggregator key {_hex(params.aggregatorKey)}")
+        return rep
+    try:
+        # The base model, fetched with its published locator first (an IPFS store learns its CID).
+        if prev is not None:
+            store.get(info.base_model_hash, fl.model_locator(prev))
+        else:
+            store.get(info.base_model_hash, initial_locator)
+        comp = compute_round(fl, store, private_key, spec, round_id, chain_id=chain_id,
+                             strategy=strategy, strategy_params=strategy_params)
+    except Exception as exc:  # noqa: BLE001 - report any failure as a failed check
+        rep.add("re-computation", False, f"could not re-compute: {type(exc).__name__}: {exc}")
+        return rep
+    problems = []
+    if comp.model_hash != info.model_hash:
+        problems.append(f"re-computed model {_hex(comp.model_hash)} differs from the on-chain {_hex(info.model_hash)}")
+    got_rej = {r.client: r.reason for r in comp.rejected}
+    if set(got_rej) != {s.client for s in rejected}:
+        problems.append(f"re-computation rejects {got_rej or 'nobody'}, the chain "
+                        f"{sorted(s.client for s in rejected) or 'nobody'}")
+    if set(comp.excluded) != {s.client for s in excluded}:
+        problems.append(f"re-computation excludes {sorted(comp.excluded) or 'nobody'}, the chain "
+                        f"{sorted(s.client for s in excluded) or 'nobody'}")
+    reasons = "; rejected: " + ", ".join(f"{c} ({r})" for c, r in got_rej.items()) if got_rej else ""
+    rep.add("re-computation", not problems, "; ".join(problems) or
+            f"{strategy} over the {len(comp.valid)} opened update(s) gives {_hex(comp.model_hash)}, bit for bit "
+            f"the on-chain model hash{reasons}")
+    return rep

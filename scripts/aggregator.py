@@ -1,0 +1,68 @@
+"""ape run aggregator: the aggregator's long-running process (start rounds, wait, verify + aggregate, finalize)."""
+from pathlib import Path
+
+import click
+from ape.cli import ConnectedProviderCommand, account_option
+
+from ml.party import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, Abandoned, Log, user_errors
+
+
+@click.command(cls=ConnectedProviderCommand, short_help="Run the aggregator of a deployed job")
+@account_option()
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=Path(DEFAULT_KEY_FILE), show_default=True, help="The aggregator's sealing key (from deploy)")
+@click.option("--eval-data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Held-out .npz (x, y) to report each global model's accuracy on (optional)")
+@click.option("--store", help="Update store: a folder or an IPFS API URL [the one recorded by deploy]")
+@click.option("--deployments", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_DEPLOYMENTS),
+              show_default=True, help="Deployments file written by `ape run deploy`")
+@click.option("--rounds", type=int, default=0, show_default=True,
+              help="Stop once the job's round N is closed (counted on chain, so a restart continues); 0 = run "
+                   "until stopped")
+@click.option("--min-clients", type=int, default=1, show_default=True,
+              help="Active (registered) clients needed before a round starts")
+@click.option("--advance-time", is_flag=True,
+              help="Local dev chain only: when not every active client submitted within --patience, move the "
+                   "chain's time past the deadline instead of waiting for it")
+@click.option("--patience", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for every active client before --advance-time moves time")
+@click.option("--poll", type=float, default=5.0, show_default=True,
+              help="Longest pause between two looks at the chain (polling backs off from 0.5 s to this)")
+def cli(account, key_file, eval_data, store, deployments, rounds, min_clients, advance_time, patience, poll):
+    """Run rounds of a deployed job: start a round, wait until every active client submitted (or the
+    deadline), open and check the sealed updates, aggregate, publish the global model, finalize. Stops
+    after --rounds, or on Ctrl-C / SIGTERM (exit 0); run it again to continue where it stopped."""
+    from ape.logging import logger
+
+    from ml.party import AggregatorOptions, AggregatorParty, Stop, load_npz, open_job, prepare_account
+    from ml.sealing import load_private_key
+
+    logger.set_level("WARNING")
+    log = Log("aggregator")
+    stop = Stop().install(log)
+    try:
+        prepare_account(account, log)
+        job = open_job(deployments, store)
+        party = AggregatorParty(
+            account, job, load_private_key(key_file),
+            AggregatorOptions(rounds=rounds, min_clients=min_clients, advance_time=advance_time,
+                              patience=patience, max_poll=poll),
+            eval_data=load_npz(eval_data, "--eval-data") if eval_data else None, stop=stop, log=log,
+        )
+        why = party.run()
+    except user_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    except Abandoned as exc:
+        log(f"{exc} received again: abandoned the current step; the chain holds the state, run the same "
+            "command to continue")
+        return
+    for rec in party.records:
+        parts = [f"round {rec.round_id} {rec.status}", f"{rec.accepted} accepted, {rec.rejected} rejected, "
+                 f"{rec.excluded} excluded"]
+        if rec.accuracy == rec.accuracy:  # not NaN: there was an evaluation set
+            parts.append(f"accuracy {rec.accuracy:.4f}")
+        parts.append(f"aggregator gas {rec.gas:,}")
+        if rec.seconds is not None:
+            parts.append(f"round time {rec.seconds:.1f} s")
+        log("summary: " + "; ".join(parts))
+    log(f"exiting: {why}")

@@ -1,0 +1,94 @@
+"""ape run deploy: deploy a federated-learning job and record it for the other parties."""
+from pathlib import Path
+
+import click
+from ape.cli import ConnectedProviderCommand, account_option
+
+from ml.party import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, DEFAULT_STORE, STRATEGIES, Log, user_errors
+
+
+@click.command(cls=ConnectedProviderCommand, short_help="Deploy a federated-learning job")
+@account_option()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML or JSON file of job settings (keys as these options, e.g. min_stake: 0.1); "
+                   "options given on the command line win")
+@click.option("--min-stake", help="Stake a client must lock, in ETH or with a unit (0.1, '100 gwei') [0.1]")
+@click.option("--unbonding", help="Seconds (or 30m, 1h, 2d) between requestExit and withdrawing the stake [1h]")
+@click.option("--submission-period", help="How long a round accepts updates (600, 10m) [10m]")
+@click.option("--grace", help="Time after a deadline before anyone may cancel a round [10m]")
+@click.option("--quorum", type=int, help="Minimum accepted updates to finalize a round [1]")
+@click.option("--cap", type=int, help="Maximum updates per round, 0 = none [0]")
+@click.option("--max-samples", type=int, help="Cap on the sample count (FedAvg weight) of one update [100000]")
+@click.option("--slash-bps", type=int, help="Share of the stake a rejected update loses, basis points [5000]")
+@click.option("--reward", help="Reward of a finalized round, in ETH [0.01]")
+@click.option("--fund", help="ETH to put in the reward pool now [0]")
+@click.option("--norm-bound", type=float, help="Published L2 bound of an update's change, 0 = none [0]")
+@click.option("--dataset", help="Dataset the model is sized for: digits, mnist, or a .npz/.csv file [digits]")
+@click.option("--data-path", help="Path of mnist.npz or of a .npz/.csv dataset")
+@click.option("--arch", type=click.Choice(["mlp", "cnn"]), help="Model architecture [mlp]")
+@click.option("--seed", type=int, help="Seed of the initial model [0]")
+@click.option("--strategy", type=click.Choice(STRATEGIES),
+              help="Aggregation strategy, recorded for verify_round [fedavg]")
+@click.option("--trim-beta", type=float, help="trimmed_mean: fraction trimmed at each end [0.2]")
+@click.option("--krum-f", type=int, help="krum/multi_krum: Byzantine clients tolerated [1]")
+@click.option("--aggregator", "aggregator_address", help="Address given the aggregator role [the deploying account]")
+@click.option("--aggregator-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"The aggregator's sealing key: used if the file exists, generated into it (mode 0600) if not "
+                   f"[{DEFAULT_KEY_FILE}]")
+@click.option("--store", default=DEFAULT_STORE, show_default=True,
+              help="Update store for the initial model: a folder or an IPFS API URL (recorded as the default)")
+@click.option("--deployments", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_DEPLOYMENTS),
+              show_default=True, help="Deployments file; the job is recorded under the network's name")
+@click.option("--replace", is_flag=True, help="Deploy even if the deployments file has a live job on this network")
+def cli(account, config_file, aggregator_address, aggregator_key_file, store, deployments, replace, **options):
+    """Deploy the FederatedLearning contract with the job's parameters, the initial model and the
+    aggregator's sealing key, and record the job in the deployments file that `ape run aggregator`,
+    `ape run client` and `ape run verify_round` read."""
+    from ape.logging import logger
+
+    from ml.party import deploy_job, fmt_eth, make_deploy_config, prepare_account, read_config_file
+
+    logger.set_level("WARNING")
+    log = Log("deploy")
+    try:
+        prepare_account(account, log)
+        cfg = make_deploy_config(read_config_file(config_file) if config_file else {}, options)
+        res = deploy_job(account, cfg, aggregator=aggregator_address, key_file=aggregator_key_file, store=store,
+                         deployments=deployments, replace=replace, log=log)
+    except user_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    dep = res.deployment
+    p = dep.params
+    if res.replaced:
+        click.echo(f"Replaced the record of the job at {res.replaced}.")
+    rows = [
+        ("contract", f"{dep.address} on {dep.network} (chain {dep.chain_id}, block {dep.block})"),
+        ("admin / aggregator", f"{dep.admin} / {dep.aggregator}"),
+        ("model", f"{dep.extra['arch']} for {dep.extra['dataset']}, {dep.extra['num_params']:,} parameters, "
+                  f"spec hash {dep.extra['model_spec_hash']}"),
+        ("initial model", f"{p['initialModelHash']} (seed {dep.extra['seed']}) in {store}"),
+        ("stake / unbonding", f"{fmt_eth(p['minStake'])} / {p['unbondingPeriod']} s"),
+        ("round", f"submission period {p['submissionPeriod']} s, grace {p['gracePeriod']} s, quorum {p['quorum']}, "
+                  f"cap {p['maxUpdatesPerRound'] or 'none'}, max samples {p['maxSamplesPerUpdate']}"),
+        ("reward / slash", f"{fmt_eth(p['rewardPerRound'])} per round (pool funded with {fmt_eth(cfg.fund)}) / "
+                           f"{p['slashBps']} bps"),
+        ("norm bound", f"{p['normBound'] / 1e6:g}" if p["normBound"] else "none"),
+        ("strategy", f"{dep.extra['strategy']} {dep.extra['strategy_params'] or ''}".strip()),
+        ("aggregator key", f"public {p['aggregatorKey']}; private key "
+                           + ("generated into " if res.key_generated else "read from ") + f"{res.key_file}"),
+        ("deployments file", str(deployments)),
+        ("gas", f"{res.gas:,}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k:<{width}}  {v}")
+    if res.key_generated:
+        click.echo(f"\nKeep {res.key_file} secret (mode 0600): it opens every client's update. Give it only to the "
+                   "aggregator (and to auditors who should re-compute rounds).")
+    net = dep.network
+    click.echo("\nNext, one terminal each:\n"
+               f"  ape run aggregator --network {net} --account <aggregator> --key-file {res.key_file} "
+               f"--eval-data data/eval.npz --deployments {deployments}\n"
+               f"  ape run client --network {net} --account <client> --data data/client-0.npz "
+               f"--deployments {deployments}\n"
+               f"  ape run verify_round 1 --network {net} --deployments {deployments}")
