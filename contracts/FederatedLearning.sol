@@ -104,6 +104,9 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
     mapping(uint256 roundId => mapping(address client => Update)) private _updates;
     mapping(bytes32 commitment => bool) public commitmentUsed;
     mapping(address client => uint256) public owed;
+    /// @dev Submitters of an open round that have since requested exit: they no
+    /// longer count in `activeClients`, so they must not count as active submissions.
+    mapping(uint256 roundId => uint256) private _exitedSubmitters;
 
     /// @notice The latest round started (0 before the first).
     uint256 public currentRound;
@@ -239,6 +242,8 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         c.status = ClientStatus.Exiting;
         c.exitRequestedAt = uint64(block.timestamp);
         activeClients -= 1;
+        uint256 r = c.lastSubmittedRound;
+        if (r != 0 && _rounds[r].phase == Phase.Open) _exitedSubmitters[r] += 1;
         emit ExitRequested(msg.sender, block.timestamp + _params.unbondingPeriod);
     }
 
@@ -337,7 +342,7 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
     ) external onlyRole(AGGREGATOR_ROLE) {
         Round storage r = _rounds[roundId];
         if (r.phase != Phase.Open) revert RoundNotOpen(roundId);
-        if (block.timestamp <= r.deadline && !_allIn(r)) revert DeadlineNotReached(r.deadline);
+        if (block.timestamp <= r.deadline && !_allIn(roundId, r)) revert DeadlineNotReached(r.deadline);
         if (modelHash == bytes32(0)) revert ZeroModelHash();
         (uint256 rejectedWeight, uint256 slashed) = _reject(roundId, rejected);
         uint256 weight = r.submittedWeight - rejectedWeight - _exclude(roundId, excluded);
@@ -467,7 +472,7 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
     /// @notice Whether the round may be finalized now.
     function canFinalize(uint256 roundId) external view returns (bool) {
         Round storage r = _rounds[roundId];
-        return r.phase == Phase.Open && (block.timestamp > r.deadline || _allIn(r));
+        return r.phase == Phase.Open && (block.timestamp > r.deadline || _allIn(roundId, r));
     }
 
     /// @dev Moves the slashed stake to the pool and allocates this round's reward from it.
@@ -511,8 +516,10 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         }
     }
 
-    function _allIn(Round storage r) private view returns (bool) {
+    /// @dev Every active client has submitted (counting only submitters still active), or the cap is reached.
+    function _allIn(uint256 roundId, Round storage r) private view returns (bool) {
         uint32 cap = _params.maxUpdatesPerRound;
-        return (r.submissions > 0 && r.submissions >= activeClients) || (cap != 0 && r.submissions >= cap);
+        return (r.submissions > 0 && r.submissions - _exitedSubmitters[roundId] >= activeClients)
+            || (cap != 0 && r.submissions >= cap);
     }
 }

@@ -1,0 +1,286 @@
+"""Gas used by every FederatedLearning function, and how it scales.
+
+    .venv/bin/python -m bench.gas                      # Anvil (started and stopped here)
+    .venv/bin/python -m bench.gas --network ethereum:local:test   # embedded py-evm
+    .venv/bin/python -m bench.gas --sizes 10,100       # quicker scaling run
+
+Prints a table and writes bench/results/gas.json. Measured from receipts
+(gas_used, which includes the 21000 base and calldata), one fresh deployment per
+scenario. The scaling section registers N clients, lets all of them submit to
+one round, finalizes it and claims: register, submit, finalize (no verdicts) and
+claim must cost the same for N = 10, 100 and 1000 (the contract never loops
+over clients). Clients beyond the 20 test accounts are impersonated on Anvil
+(no signing); on the embedded chain they are generated test accounts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "gas.json"
+MIN_STAKE = 10**17
+ETHER = 10**18
+PARAMS = dict(
+    minStake=MIN_STAKE,
+    unbondingPeriod=3600,
+    submissionPeriod=600,
+    gracePeriod=300,
+    quorum=1,
+    maxUpdatesPerRound=0,
+    maxSamplesPerUpdate=10_000,
+    slashBps=5000,
+    rewardPerRound=ETHER,
+    normBound=0,
+    modelSpecHash=b"\x11" * 32,
+    initialModelHash=b"\x22" * 32,
+    aggregatorKey=b"\x33" * 32,
+)
+
+
+def _nonzero(i: int, width: int) -> bytes:
+    """`i` in base 255 with digits 1..255: unique and without zero bytes, so
+    calldata costs the same for every client (a zero byte costs 4 gas, others 16)."""
+    digits = []
+    for _ in range(width):
+        i, d = divmod(i, 255)
+        digits.append(d + 1)
+    assert i == 0
+    return bytes(reversed(digits))
+
+
+def _key(i: int) -> bytes:
+    return _nonzero(i, 4) + b"\x01" * 28
+
+
+def _commitment(round_id: int, i: int) -> bytes:
+    return _nonzero(round_id, 2) + _nonzero(i, 4) + b"\x07" * 26
+
+
+class Bench:
+    def __init__(self, ape, network_choice: str):
+        self.ape = ape
+        self.chain = ape.chain
+        self.project = ape.project
+        self.accounts = ape.accounts
+        self.network_choice = network_choice
+        test = list(self.accounts.test_accounts)
+        self.admin, self.aggregator, self.funder = test[0], test[1], test[2]
+        self.base_clients = test[3:19]
+        self.extra: list = []
+        self.rows: list[dict] = []
+
+    # ------------------------------------------------------------ helpers
+
+    def record(self, section: str, name: str, receipt, note: str = "") -> int:
+        gas = int(receipt.gas_used)
+        self.rows.append(dict(section=section, function=name, gas=gas, note=note))
+        return gas
+
+    def deploy(self, **overrides):
+        params = dict(PARAMS, **overrides)
+        return self.admin.deploy(self.project.FederatedLearning, params, self.admin, self.aggregator)
+
+    def clients(self, n: int) -> list:
+        """n funded client accounts (test accounts first, then extra ones)."""
+        while len(self.base_clients) + len(self.extra) < n:
+            self.extra.append(self._new_client(len(self.extra)))
+        return (self.base_clients + self.extra)[:n]
+
+    def _new_client(self, i: int):
+        provider = self.chain.provider
+        if provider.name == "foundry":
+            from eth_utils import keccak, to_checksum_address
+
+            address = to_checksum_address(keccak(text=f"bench-client-{i}")[:20])
+            provider.set_balance(address, 10 * ETHER)
+            return self.accounts.test_accounts.impersonate_account(address)  # unsigned eth_sendTransaction
+        account = self.accounts.test_accounts.generate_test_account()
+        self.funder.transfer(account, ETHER, required_confirmations=0)
+        return account
+
+    def past(self, timestamp: int) -> None:
+        self.chain.pending_timestamp = max(timestamp + 1, self.chain.blocks.head.timestamp + 1)
+
+    def round_with(self, fl, clients, samples=100):
+        fl.startRound(sender=self.aggregator)
+        rid = fl.currentRound()
+        receipts = [fl.submitUpdate(rid, _commitment(rid, i), samples, "", sender=c) for i, c in enumerate(clients)]
+        return rid, receipts
+
+    # ---------------------------------------------------------- scenarios
+
+    def functions(self):
+        s = "functions"
+        t0 = time.time()
+        fl = self.deploy()
+        self.record(s, "(deployment)", self.chain.get_receipt(fl.txn_hash))
+        a, b, c = self.base_clients[:3]
+        self.record(s, "register", fl.register(_key(1), sender=a, value=MIN_STAKE), "first client")
+        self.record(s, "register", fl.register(_key(2), sender=b, value=MIN_STAKE), "later client")
+        fl.register(_key(3), sender=c, value=MIN_STAKE)
+        self.record(s, "topUp", fl.topUp(sender=a, value=MIN_STAKE))
+        self.record(s, "fundRewards", fl.fundRewards(sender=self.funder, value=10 * ETHER), "first funding")
+        self.record(s, "fundRewards", fl.fundRewards(sender=self.funder, value=ETHER), "later funding")
+        self.record(s, "startRound", fl.startRound(sender=self.aggregator), "first round")
+        self.record(s, "submitUpdate", fl.submitUpdate(1, _commitment(1, 0), 100, "", sender=a), "first of the round")
+        self.record(s, "submitUpdate", fl.submitUpdate(1, _commitment(1, 1), 200, "", sender=b), "later")
+        long_locator = "ipfs://" + "b" * 59
+        self.record(
+            s, "submitUpdate", fl.submitUpdate(1, _commitment(1, 2), 300, long_locator, sender=c), "66-byte locator"
+        )
+        self.record(s, "finalizeRound", fl.finalizeRound(1, b"\x44" * 32, [], [], "", sender=self.aggregator),
+                    "all in, 0 rejected")
+        self.record(s, "claimReward", fl.claimReward(1, sender=a), "first claim")
+        self.record(s, "claimReward", fl.claimReward(1, sender=b), "middle claim")
+        self.record(s, "claimReward", fl.claimReward(1, sender=c), "last claim (returns dust)")
+        self.record(s, "withdrawRewards", fl.withdrawRewards(sender=a))
+        self.record(s, "startRound", fl.startRound(sender=self.aggregator), "later round")
+        self.record(s, "cancelRound", fl.cancelRound(2, sender=self.aggregator), "by the aggregator")
+        self.record(s, "setAggregatorKey", fl.setAggregatorKey(b"\x55" * 32, sender=self.admin))
+        self.record(s, "requestExit", fl.requestExit(sender=b))
+        self.past(fl.getClient(b).exitRequestedAt + PARAMS["unbondingPeriod"])
+        self.record(s, "withdrawStake", fl.withdrawStake(sender=b))
+        print(f"  functions: {time.time() - t0:.1f}s", file=sys.stderr)
+
+    def verdicts(self):
+        s = "finalizeRound"
+        for rejected, excluded in ((0, 0), (10, 0), (50, 0), (0, 10), (0, 50), (10, 10)):
+            t0 = time.time()
+            n = rejected + excluded + 1
+            fl = self.deploy()
+            fl.fundRewards(sender=self.funder, value=10 * ETHER)
+            cl = self.clients(n)
+            for i, c in enumerate(cl):
+                fl.register(_key(i), sender=c, value=MIN_STAKE)
+            rid, _ = self.round_with(fl, cl)
+            rej = [x.address for x in cl[1 : 1 + rejected]]
+            exc = [x.address for x in cl[1 + rejected : 1 + rejected + excluded]]
+            tx = fl.finalizeRound(rid, b"\x44" * 32, rej, exc, "", sender=self.aggregator)
+            self.record(s, "finalizeRound", tx, f"{rejected} rejected, {excluded} excluded")
+            print(f"  finalize {rejected}/{excluded}: {time.time() - t0:.1f}s", file=sys.stderr)
+
+    def scaling(self, sizes):
+        s = "scaling"
+        for n in sizes:
+            t0 = time.time()
+            fl = self.deploy()
+            fl.fundRewards(sender=self.funder, value=10 * ETHER)
+            cl = self.clients(n)
+            regs = [fl.register(_key(i), sender=c, value=MIN_STAKE) for i, c in enumerate(cl)]
+            self.record(s, "register", regs[-1], f"{n}th client")
+            rid, subs = self.round_with(fl, cl)
+            self.record(s, "submitUpdate", subs[-1], f"{n}th update of the round")
+            self.record(s, "finalizeRound", fl.finalizeRound(rid, b"\x44" * 32, [], [], "", sender=self.aggregator),
+                        f"{n} submitted, 0 rejected")
+            self.record(s, "claimReward", fl.claimReward(rid, sender=cl[0]), f"first of {n} claims")
+            if n > 2:
+                self.record(s, "claimReward", fl.claimReward(rid, sender=cl[n // 2]), f"a middle one of {n} claims")
+            print(f"  scaling n={n}: {time.time() - t0:.1f}s", file=sys.stderr)
+
+    def check_constant(self):
+        """register / submit / finalize / claim must not grow with the number of clients."""
+        problems = []
+        by_note: dict[str, list[int]] = {}
+        for r in self.rows:
+            if r["section"] == "scaling":
+                kind = r["function"] + (" (first claim)" if r["note"].startswith("first") else "")
+                by_note.setdefault(kind, []).append(r["gas"])
+        for kind, values in by_note.items():
+            if max(values) - min(values) > 0:
+                problems.append(f"{kind}: {values}")
+        return problems
+
+
+def _table(rows, problems, network):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"FederatedLearning gas ({network})")
+    table.add_column("section")
+    table.add_column("function")
+    table.add_column("gas", justify="right")
+    table.add_column("note")
+    last = None
+    for r in rows:
+        if last is not None and r["section"] != last:
+            table.add_section()
+        last = r["section"]
+        table.add_row(r["section"], r["function"], f"{r['gas']:,}", r["note"])
+    console = Console()
+    console.print(table)
+    if problems:
+        console.print("[bold red]grows with the number of clients:[/] " + "; ".join(problems))
+    else:
+        console.print("[green]register, submitUpdate, finalizeRound and claimReward do not grow with N[/]")
+
+
+def _solc_version(ape):
+    try:
+        return str(ape.project.config.solidity.version)
+    except Exception:  # noqa: BLE001 - informative only
+        return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--network", default="ethereum:local:foundry")
+    parser.add_argument("--sizes", default="10,100,1000", help="client counts of the scaling section")
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",") if x]
+
+    os.chdir(ROOT)  # the Ape project is the current directory
+    os.environ["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"  # anvil
+    import ape
+    import ape_ethereum.provider
+
+    from ape.logging import logger
+
+    logger.set_level("WARNING")  # no "Confirmed 0x..." line per transaction
+    # Ape replays every transaction to print console.log lines (the contract has
+    # none): skip that, it only costs time.
+    ape_ethereum.provider._post_send_transaction = lambda txn, receipt: None
+    # Ape re-derives the test accounts from the mnemonic (pure-Python HD
+    # derivation) whenever it checks whether an address is one: memoize it.
+    import functools
+
+    import ape_test.accounts
+
+    ape_test.accounts.generate_dev_accounts = functools.lru_cache(maxsize=1024)(
+        ape_test.accounts.generate_dev_accounts
+    )
+
+    started = time.time()
+    with ape.networks.parse_network_choice(args.network) as provider:
+        bench = Bench(ape, args.network)
+        bench.functions()
+        bench.verdicts()
+        bench.scaling(sizes)
+        problems = bench.check_constant()
+        chain_id = provider.chain_id
+    _table(bench.rows, problems, args.network)
+
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = dict(
+        network=args.network,
+        chain_id=chain_id,
+        solc=_solc_version(ape),
+        sizes=sizes,
+        constant_in_clients=not problems,
+        problems=problems,
+        seconds=round(time.time() - started, 1),
+        rows=bench.rows,
+    )
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

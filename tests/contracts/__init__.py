@@ -1,0 +1,1 @@
+"""Contract tests (a package: module names like test_chains.py stay unique across tests/)."""

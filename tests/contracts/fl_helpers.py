@@ -1,0 +1,93 @@
+"""Plain helpers and constants for the FederatedLearning contract tests.
+
+Imported by the test modules (`from .fl_helpers import ...`); fixtures live in
+tests/contracts/conftest.py. Nothing here depends on which chain is connected.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from enum import IntEnum
+
+from eth_utils import keccak
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+ZERO32 = b"\x00" * 32
+NEW_MODEL = b"\x44" * 32
+BPS = 10_000
+DEFAULT_ADMIN_ROLE = b"\x00" * 32
+AGGREGATOR_ROLE = keccak(text="AGGREGATOR_ROLE")
+# bytes4(keccak256("ReentrancyGuardReentrantCall()"))
+REENTRANT_CALL_SELECTOR = bytes.fromhex("3ee5aeb5")
+
+
+class ClientStatus(IntEnum):
+    NONE = 0
+    ACTIVE = 1
+    EXITING = 2
+
+
+class Phase(IntEnum):
+    NONE = 0
+    OPEN = 1
+    FINALIZED = 2
+    CANCELLED = 3
+
+
+class UpdateStatus(IntEnum):
+    NONE = 0
+    SUBMITTED = 1
+    REJECTED = 2
+    EXCLUDED = 3
+    CLAIMED = 4
+
+
+def key(i: int) -> bytes:
+    """A non-zero 32-byte encryption key distinct per index."""
+    return keccak(text=f"client-key-{i}")
+
+
+def commitment(round_id: int, who, salt: int | str = 0) -> bytes:
+    """A commitment unique per (round, client, salt), like keccak(sealed blob)."""
+    return keccak(text=f"update-{round_id}-{who}-{salt}")
+
+
+def model_hash(i: int) -> bytes:
+    return keccak(text=f"model-{i}")
+
+
+def mul_div(a: int, b: int, d: int) -> int:
+    """OpenZeppelin Math.mulDiv with the default rounding (down)."""
+    return a * b // d
+
+
+def set_time(chain, timestamp: int) -> None:
+    """The next transaction executes at exactly `timestamp` (embedded chain, Anvil, Ganache).
+
+    Time only moves forward: `timestamp` must be later than the latest block."""
+    head = chain.blocks.head.timestamp
+    assert timestamp > head, f"cannot travel back: {timestamp} <= latest block {head}"
+    chain.pending_timestamp = int(timestamp)
+
+
+def head_time(chain) -> int:
+    return chain.blocks.head.timestamp
+
+
+@contextmanager
+def isolated(chain):
+    """Snapshot, run the block, roll back. Unlike `chain.isolate()` in Ape 0.8,
+    this does not swallow exceptions (assertion errors) raised inside the block."""
+    snapshot = chain.snapshot()
+    try:
+        yield
+    finally:
+        chain.restore(snapshot)
+
+
+def fees(receipt) -> int:
+    """Wei the sender paid for gas."""
+    return receipt.total_fees_paid
+
+
+def event_args(receipt, name: str) -> list[dict]:
+    return [dict(log.event_arguments) for log in receipt.events if log.event_name == name]

@@ -1,0 +1,227 @@
+"""Rewards: fundRewards, claimReward (mulDiv shares, dust), withdrawRewards (pull payment)."""
+import ape
+import pytest
+from .fl_helpers import UpdateStatus, event_args, fees, mul_div
+
+
+def _accounting_holds(fl):
+    assert fl.balance == fl.totalStaked() + fl.totalOwed() + fl.totalAllocated() + fl.rewardPool()
+
+
+# ----------------------------------------------------------------- fundRewards
+
+
+def test_fund_rewards(fl, funder, stranger):
+    tx = fl.fundRewards(sender=funder, value=123)
+    assert tx.events == [fl.RewardsFunded(funder, 123)]
+    tx = fl.fundRewards(sender=stranger, value=10**18)  # anyone
+    assert tx.events == [fl.RewardsFunded(stranger, 10**18)]
+    assert fl.rewardPool() == 10**18 + 123 == fl.balance
+
+
+def test_fund_rewards_zero(fl, funder):
+    with ape.reverts(fl.ZeroValue):
+        fl.fundRewards(sender=funder, value=0)
+
+
+# ----------------------------------------------------------------- claimReward
+
+
+@pytest.fixture
+def finalized(fl, params, clients, register, start_round, submit, finalize, fund):
+    """Round 1 finalized: a, b, c accepted with 1, 2 and 4 samples, d rejected, e excluded."""
+    fund(3 * params.rewardPerRound)
+    a, b, c, d, e = clients[:5]
+    register(a, b, c, d, e)
+    start_round()
+    for who, n in ((a, 1), (b, 2), (c, 4), (d, 100), (e, 100)):
+        submit(who, samples=n)
+    finalize(rejected=[d], excluded=[e])
+    return a, b, c, d, e
+
+
+def test_claim_reward(fl, params, finalized):
+    a, b, c, d, e = finalized
+    reward = params.rewardPerRound
+    assert fl.getRound(1).reward == reward
+    assert fl.getRound(1).acceptedWeight == 7
+    expected = mul_div(reward, 2, 7)
+    assert fl.claimable(1, b) == expected
+    tx = fl.claimReward(1, sender=b)
+    assert tx.events == [fl.RewardClaimed(1, b, expected)]
+    assert fl.owed(b) == expected
+    assert fl.totalOwed() == expected
+    assert fl.totalAllocated() == reward - expected
+    assert fl.getUpdate(1, b).status == UpdateStatus.CLAIMED
+    assert fl.claimable(1, b) == 0
+    r = fl.getRound(1)
+    assert r.claims == 1
+    assert r.rewardClaimed == expected
+    _accounting_holds(fl)
+
+
+def test_claim_all_returns_dust_on_last_claim(fl, params, finalized):
+    a, b, c, _, _ = finalized
+    reward = params.rewardPerRound  # 10**18 is not divisible by 7: there is dust
+    shares = {a: mul_div(reward, 1, 7), b: mul_div(reward, 2, 7), c: mul_div(reward, 4, 7)}
+    dust = reward - sum(shares.values())
+    assert dust > 0
+    pool = fl.rewardPool()
+    for who in (c, a):
+        fl.claimReward(1, sender=who)
+        assert fl.rewardPool() == pool  # no dust before the last claim
+    fl.claimReward(1, sender=b)  # the last accepted client
+    assert fl.rewardPool() == pool + dust
+    assert fl.totalAllocated() == 0
+    r = fl.getRound(1)
+    assert r.rewardClaimed == reward - dust <= r.reward
+    assert r.claims == 3
+    for who, amount in shares.items():
+        assert fl.owed(who) == amount
+    _accounting_holds(fl)
+
+
+def test_no_dust_when_exact(deploy, clients, aggregator, funder):
+    fl = deploy(rewardPerRound=700)
+    fl.fundRewards(sender=funder, value=700)
+    for c in clients[:3]:
+        fl.register(b"\x01" * 32, sender=c, value=fl.params().minStake)
+    fl.startRound(sender=aggregator)
+    for i, (c, n) in enumerate(zip(clients[:3], (1, 2, 4))):
+        fl.submitUpdate(1, bytes([i + 1]) * 32, n, "", sender=c)
+    fl.finalizeRound(1, b"\x09" * 32, [], [], "", sender=aggregator)
+    for c, amount in zip(clients[:3], (100, 200, 400)):
+        tx = fl.claimReward(1, sender=c)
+        assert event_args(tx, "RewardClaimed")[0]["amount"] == amount
+    assert fl.rewardPool() == 0 and fl.totalAllocated() == 0 and fl.totalOwed() == 700
+
+
+def test_claim_twice(fl, finalized):
+    a = finalized[0]
+    fl.claimReward(1, sender=a)
+    with ape.reverts(fl.NothingToClaim, roundId=1, client=a):
+        fl.claimReward(1, sender=a)
+
+
+def test_rejected_excluded_and_outsiders_cannot_claim(fl, finalized, clients, stranger):
+    _, _, _, d, e = finalized
+    for who in (d, e, clients[5], stranger):
+        with ape.reverts(fl.NothingToClaim, roundId=1, client=who):
+            fl.claimReward(1, sender=who)
+        assert fl.claimable(1, who) == 0
+
+
+def test_claim_round_not_finalized(fl, clients, register, start_round, submit, aggregator):
+    a = clients[0]
+    with ape.reverts(fl.RoundNotFinalized, roundId=0):
+        fl.claimReward(0, sender=a)
+    with ape.reverts(fl.RoundNotFinalized, roundId=1):  # never started
+        fl.claimReward(1, sender=a)
+    register(a)
+    start_round()
+    submit(a)
+    with ape.reverts(fl.RoundNotFinalized, roundId=1):  # open
+        fl.claimReward(1, sender=a)
+    assert fl.claimable(1, a) == 0
+    fl.cancelRound(1, sender=aggregator)
+    with ape.reverts(fl.RoundNotFinalized, roundId=1):  # cancelled
+        fl.claimReward(1, sender=a)
+
+
+def test_claim_with_empty_pool_pays_zero(fl, clients, register, start_round, submit, finalize):
+    a = clients[0]
+    register(a)
+    start_round()
+    submit(a)
+    finalize()
+    assert fl.getRound(1).reward == 0
+    tx = fl.claimReward(1, sender=a)
+    assert tx.events == [fl.RewardClaimed(1, a, 0)]
+    assert fl.getUpdate(1, a).status == UpdateStatus.CLAIMED
+    with ape.reverts(fl.NothingOwed, client=a):
+        fl.withdrawRewards(sender=a)
+
+
+def test_claims_across_rounds_accumulate(fl, params, clients, register, start_round, submit, finalize, fund):
+    fund(10 * params.rewardPerRound)
+    a, b = clients[:2]
+    register(a, b)
+    total = 0
+    for rnd in range(1, 4):
+        start_round()
+        submit(a, samples=rnd)
+        submit(b, samples=3)
+        finalize()
+        total += mul_div(params.rewardPerRound, rnd, rnd + 3)
+    for rnd in range(1, 4):
+        fl.claimReward(rnd, sender=a)
+    assert fl.owed(a) == total
+    _accounting_holds(fl)
+
+
+def test_slashed_stake_funds_the_round_reward(fl, params, clients, register, start_round, submit, finalize):
+    a, b = clients[:2]
+    register(a, b)
+    start_round()
+    submit(a, samples=10)
+    submit(b, samples=10)
+    finalize(rejected=[b])
+    slashed = mul_div(params.minStake, params.slashBps, 10_000)
+    assert fl.getRound(1).reward == slashed  # pool was empty: all of it is the slash
+    tx = fl.claimReward(1, sender=a)
+    assert event_args(tx, "RewardClaimed")[0]["amount"] == slashed  # a is the only accepted update
+    _accounting_holds(fl)
+
+
+def test_claim_gas_is_constant(fl, params, clients, register, start_round, submit, finalize, fund):
+    fund(params.rewardPerRound)
+    register(*clients)
+    start_round()
+    for c in clients:
+        submit(c, samples=10)
+    finalize()
+    gas = [fl.claimReward(1, sender=c).gas_used for c in clients]
+    # the first claim moves counters from zero; the last one also returns the dust
+    assert len(set(gas[1:-1])) == 1, gas
+
+
+# ------------------------------------------------------------- withdrawRewards
+
+
+def test_withdraw_rewards(fl, params, finalized, chain):
+    a, b, c, _, _ = finalized
+    fl.claimReward(1, sender=b)
+    amount = fl.owed(b)
+    assert amount > 0
+    before_client, before_contract = b.balance, fl.balance
+    tx = fl.withdrawRewards(sender=b)
+    assert tx.events == [fl.RewardsWithdrawn(b, amount)]
+    assert b.balance == before_client + amount - fees(tx)
+    assert fl.balance == before_contract - amount
+    assert fl.owed(b) == 0
+    assert fl.totalOwed() == 0
+    _accounting_holds(fl)
+    with ape.reverts(fl.NothingOwed, client=b):
+        fl.withdrawRewards(sender=b)
+
+
+def test_withdraw_rewards_nothing_owed(fl, stranger, finalized):
+    a = finalized[0]
+    with ape.reverts(fl.NothingOwed, client=stranger):
+        fl.withdrawRewards(sender=stranger)
+    with ape.reverts(fl.NothingOwed, client=a):  # accepted but not claimed yet
+        fl.withdrawRewards(sender=a)
+
+
+def test_withdraw_rewards_after_leaving(fl, params, finalized, chain):
+    """Claiming and withdrawing rewards does not require staying registered."""
+    a = finalized[0]
+    t = fl.requestExit(sender=a).timestamp
+    chain.pending_timestamp = t + params.unbondingPeriod
+    fl.withdrawStake(sender=a)
+    fl.claimReward(1, sender=a)
+    amount = fl.owed(a)
+    before = a.balance
+    tx = fl.withdrawRewards(sender=a)
+    assert a.balance == before + amount - fees(tx)
+    _accounting_holds(fl)
