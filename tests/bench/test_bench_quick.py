@@ -50,3 +50,11 @@ def test_rounds_quick(tmp_path):
     assert nan and all(r["rejected"] == r["attackers"] for r in nan)
     krum = [r for r in robust if r["strategy"] == "multi_krum" and r["attack"] == "signflip"]
     assert krum and krum[0]["excluded"] >= 1
+
+
+def test_gas_size_quick(tmp_path):
+    """Submission gas does not grow with the model; the naive contract's does (Anvil)."""
+    _bench("bench.gas_size", tmp_path)
+    rows = json.loads((tmp_path / "gas_size_quick.json").read_text())["rows"]
+    assert len({r["ours_gas"] // 100 for r in rows}) == 1
+    assert rows[0]["naive_gas"] > 10 * rows[0]["ours_gas"]
