@@ -5,7 +5,7 @@
 For models of about 2k, 100k and 1M parameters: real canonical weight blobs,
 sealed to the aggregator, stored, and their keccak-256 committed with
 FederatedLearning.submitUpdate (gas must not depend on the size); and
-NaiveWeightsOnChain.submitUpdate (contracts/test/), which writes the weight
+NaiveWeightsOnChain.submitUpdate (a test-only contract), which writes the weight
 bytes into storage, for the sizes that fit in a block. Anvil, started here.
 """
 from __future__ import annotations
