@@ -81,6 +81,14 @@ def scale(quick: bool) -> dict[str, Any]:
     return {"rows": rows}
 
 
+PARTIAL: Path | None = None  # where robustness writes its rows as they come (a long part)
+
+
+def _partial(rows: list[dict[str, Any]]) -> None:
+    if PARTIAL is not None:
+        PARTIAL.write_text(json.dumps({"rows": rows, "partial": True}, indent=2))
+
+
 def robustness(quick: bool) -> dict[str, Any]:
     strategies = ("fedavg", "multi_krum") if quick else ("fedavg", "median", "trimmed_mean", "multi_krum")
     attacks = ("signflip", "nan") if quick else ("signflip", "scale", "labelflip", "nan", "tamper")
@@ -108,6 +116,7 @@ def robustness(quick: bool) -> dict[str, Any]:
                     honest_excluded=_honest_excluded(res),
                     drop_points=100 * (clean.final_accuracy - res.final_accuracy),
                 ))
+                _partial(rows)
     return {"rows": rows, "rounds": rounds,
             "target": "a robust strategy with 2 of 10 sign-flip attackers within 3 accuracy points of the clean run"}
 
@@ -138,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for the JSON results")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    global PARTIAL
+    PARTIAL = args.out / f"rounds_robustness{'_quick' if args.quick else ''}.partial.json"
     console = Console(width=160)
     for name in args.part or list(PARTS):
         t0 = time.perf_counter()
