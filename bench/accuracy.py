@@ -51,6 +51,7 @@ def run(clients: int, rounds: int, epochs: int, mu: float, schemes: tuple[str, .
 
 def plot(data: dict[str, Any], out: Path) -> list[Path]:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     paths = []
     for name in dict.fromkeys(r["partition"] for r in data["rows"]):
@@ -62,6 +63,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
         ax.axhline(data["target"], color="gray", linestyle=":", label="95% of centralized")
         ax.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1.02), title=f"digits, {name}, {data['clients']} clients")
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(loc="lower right")
         fig.tight_layout()
         p = out / f"accuracy_{name.replace('(', '_').replace(')', '').replace('.', '')}.png"

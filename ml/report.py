@@ -79,6 +79,7 @@ def plot_accuracy(path: Path, rows: list[RoundRow], baseline: float | None, titl
     # The object API draws without pyplot, so no global backend is switched
     # (a notebook keeps its inline plots).
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     done = [r for r in rows if r.status == "finalized"]
     fig = Figure(figsize=(6.4, 4.0), dpi=120)
@@ -87,6 +88,7 @@ def plot_accuracy(path: Path, rows: list[RoundRow], baseline: float | None, titl
     if baseline is not None:
         ax.axhline(baseline, color="tab:red", linestyle="--", label=f"centralized baseline ({baseline:.3f})")
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0.0, 1.02)
     ax.grid(alpha=0.3)
