@@ -62,15 +62,17 @@ GANACHE_ARGS = [
 
 
 @contextlib.contextmanager
-def ganache(extra: list[str] | None = None) -> Iterator[str]:
-    """Starts Ganache (from npm, linked into .venv/bin) on a free port; yields its URL."""
-    exe = shutil.which("ganache", path=env()["PATH"])
+def node(name: str, args_for_port, *, missing=RuntimeError) -> Iterator[str]:
+    """Starts a local chain binary (from npm, linked into .venv/bin) on a free port; yields its URL.
+
+    `args_for_port(port)` gives the command-line arguments; the node is always stopped.
+    """
+    exe = shutil.which(name, path=env()["PATH"])
     if exe is None:
-        raise RuntimeError("ganache is not installed: run `make setup`")
+        raise missing(f"{name} is not installed: run `make setup`")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([exe, "--server.port", str(port), *GANACHE_ARGS, *(extra or [])],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
+    proc = subprocess.Popen([exe, *args_for_port(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
     try:
         wait_for_rpc(url, proc)
         yield url
@@ -81,6 +83,17 @@ def ganache(extra: list[str] | None = None) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def ganache(extra: list[str] | None = None):
+    """Ganache with the test mnemonic and 20 funded accounts."""
+    return node("ganache", lambda port: ["--server.port", str(port), *GANACHE_ARGS, *(extra or [])])
+
+
+def anvil(extra: list[str] | None = None, missing=RuntimeError):
+    """Anvil with the test mnemonic and 20 funded accounts."""
+    return node("anvil", lambda port: ["--port", str(port), "--mnemonic", MNEMONIC, "--accounts", "20",
+                                       *(extra or [])], missing=missing)
 
 
 def run_ape(args: list[str], timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:

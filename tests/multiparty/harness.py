@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -14,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.nodes import MNEMONIC, ROOT, VENV_BIN, env, free_port, wait_for_rpc
+from tests.nodes import MNEMONIC, ROOT, VENV_BIN, env
 
 NETWORK = "ethereum:local:foundry"
 PASSPHRASE = "correct-horse-9"
@@ -35,26 +34,11 @@ def address_of(index: int) -> str:
     return Account.from_mnemonic(MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}").address
 
 
-@contextlib.contextmanager
-def anvil_node() -> Iterator[str]:
+def anvil_node():
     """Anvil (from npm, in .venv/bin) on a free port with the test mnemonic; always stopped."""
-    exe = shutil.which("anvil", path=env()["PATH"])
-    if exe is None:
-        pytest.skip("anvil is not installed: run `make setup`")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([exe, "--port", str(port), "--mnemonic", MNEMONIC, "--accounts", "20"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
-    try:
-        wait_for_rpc(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    from tests.nodes import anvil
+
+    return anvil(missing=lambda msg: pytest.skip.Exception(msg))
 
 
 class Party:
