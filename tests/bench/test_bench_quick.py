@@ -58,3 +58,12 @@ def test_gas_size_quick(tmp_path):
     rows = json.loads((tmp_path / "gas_size_quick.json").read_text())["rows"]
     assert len({r["ours_gas"] // 100 for r in rows}) == 1
     assert rows[0]["naive_gas"] > 10 * rows[0]["ours_gas"]
+
+
+def test_gas_quick(tmp_path):
+    """Every function measured on Anvil; register, submit, finalize and claim do not grow with clients."""
+    _bench("bench.gas", tmp_path)
+    data = json.loads((tmp_path / "gas_quick.json").read_text())
+    assert data["problems"] == [] and data["constant_in_clients"] is True
+    assert {"register", "submitUpdate", "finalizeRound", "claimReward", "withdrawRewards"} <= {
+        r["function"] for r in data["rows"]}
