@@ -127,6 +127,23 @@ def collect_updates(
     return valid, rejected, len(subs)
 
 
+def effective_strategy(strategy: str, params: dict[str, Any] | None, n: int) -> tuple[str, dict[str, Any]]:
+    """The strategy actually run on n valid updates: a deterministic rule, so verification agrees.
+
+    Krum needs n >= 2f + 3: when rejections leave fewer updates, f is lowered to
+    what n allows, and below 3 updates the round falls back to FedAvg rather
+    than failing the whole round.
+    """
+    params = dict(params or {})
+    if strategy in ("krum", "multi_krum"):
+        if n < 3:
+            return "fedavg", {}
+        params["f"] = max(0, min(int(params.get("f", 1)), (n - 3) // 2))
+        if "m" in params and params["m"] is not None:
+            params["m"] = min(int(params["m"]), n)
+    return strategy, params
+
+
 def compute_round(
     fl: FLContract,
     store: BlobStore,
@@ -153,8 +170,9 @@ def compute_round(
     comp = RoundComputation(round_id, info.base_model_hash, submitted, valid, rejected)
     if not valid:
         return comp
+    strategy, params = effective_strategy(strategy, strategy_params, len(valid))
     with timings.measure("aggregation"):
-        comp.result = aggregate(strategy, valid, **(strategy_params or {}))
+        comp.result = aggregate(strategy, valid, **params)
     # Map keys back to checksummed addresses for the chain.
     by_key = {s.client.lower(): s.client for s in fl.submissions(round_id)}
     comp.result = AggregateResult(

@@ -160,3 +160,21 @@ def test_replayed_commitment_reverts_with_clear_error(tmp_path, accounts):
     other = [s.client for s in fl.submissions(1) if s.client != victim.client][0]
     with pytest.raises(ChainError, match="CommitmentAlreadyUsed.*replay"):
         fl.submit(accounts[other], 2, victim.commitment, victim.samples, "")
+
+
+def test_krum_f_is_lowered_when_rejections_leave_few_updates():
+    """Krum needs n >= 2f + 3: the aggregator lowers f (deterministically) instead of failing the round."""
+    from ml.aggregator import effective_strategy
+
+    assert effective_strategy("multi_krum", {"f": 4}, 10) == ("multi_krum", {"f": 3})
+    assert effective_strategy("krum", {"f": 2}, 7) == ("krum", {"f": 2})
+    assert effective_strategy("krum", {"f": 2}, 5) == ("krum", {"f": 1})
+    assert effective_strategy("multi_krum", {"f": 1}, 2) == ("fedavg", {})
+    assert effective_strategy("trimmed_mean", {"beta": 0.2}, 2) == ("trimmed_mean", {"beta": 0.2})
+
+
+def test_krum_round_with_rejections_still_finalizes(tmp_path):
+    """5 clients, krum f=1, 2 NaN attackers: 3 valid updates allow only f=0, and the round finalizes."""
+    res = Federation(small_cfg(tmp_path, clients=5, rounds=1, attackers=2, attack="nan", strategy="krum",
+                               krum_f=1)).run()
+    assert res.rows[0].status == "finalized" and res.rows[0].rejected == 2
