@@ -233,6 +233,28 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     return (OSError, ProviderNotConnectedError, StoreUnavailableError)
 
 
+def run_until_done(step: Callable[[], str | None], stop: "Stop", log: Callable[[str], None]) -> str:
+    """Calls step() until it says why it is done or a signal stops the party; returns that reason.
+
+    While the node or the store is unreachable, waits with exponential backoff (at most 30 s)
+    and tries again: both parties follow the chain this way.
+    """
+    errors = transient_errors()
+    failures = 0
+    while not stop.requested:
+        try:
+            done = step()
+            if done:
+                return done
+            failures = 0
+        except errors as exc:
+            failures += 1
+            delay = min(30.0, 2.0 ** failures)
+            log(f"node or store unreachable ({type(exc).__name__}: {exc}); retrying in {delay:.0f} s")
+            stop.sleep(delay)
+    return f"stopped by {stop.signal_name}"
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors the commands report as one clear line (a configuration or environment problem), not a traceback."""
     from .data import DatasetError
@@ -705,20 +727,13 @@ class AggregatorParty:
             from .models import import_keras
 
             import_keras()  # now rather than in the first round (evaluation needs Keras)
-        errors = transient_errors()
-        failures = 0
-        while not self.stop.requested:
-            try:
-                if self._done():
-                    return f"round {self.opts.rounds} is closed"
-                self._one_round()
-                failures = 0
-            except errors as exc:
-                failures += 1
-                delay = min(30.0, 2.0 ** failures)
-                self.log(f"node or store unreachable ({type(exc).__name__}: {exc}); retrying in {delay:.0f} s")
-                self.stop.sleep(delay)
-        return f"stopped by {self.stop.signal_name}"
+        def step() -> str | None:
+            if self._done():
+                return f"round {self.opts.rounds} is closed"
+            self._one_round()
+            return None
+
+        return run_until_done(step, self.stop, self.log)
 
     def _one_round(self) -> None:
         fl = self.job.fl
@@ -874,20 +889,13 @@ class ClientParty:
         if not (self.opts.rounds and self._done(self.job.fl.current_round())):
             self.warm_up()  # before registering: a registered client is one ready to train
         self._ensure_registered()
-        errors = transient_errors()
-        failures = 0
-        while not self.stop.requested:
-            try:
-                if self._step():
-                    self._settle()
-                    return f"round {self.opts.rounds} is closed"
-                failures = 0
-            except errors as exc:
-                failures += 1
-                delay = min(30.0, 2.0 ** failures)
-                self.log(f"node or store unreachable ({type(exc).__name__}: {exc}); retrying in {delay:.0f} s")
-                self.stop.sleep(delay)
-        return f"stopped by {self.stop.signal_name}"
+        def step() -> str | None:
+            if not self._step():
+                return None
+            self._settle()
+            return f"round {self.opts.rounds} is closed"
+
+        return run_until_done(step, self.stop, self.log)
 
     def _step(self) -> bool:
         """One look at the chain: take part in the open round if we can, claim what is due; True when done."""
