@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from eth_utils import to_checksum_address
 
 from . import codec
 from .aggregation import AggregateResult, ClientUpdate, aggregate, check_norm
@@ -70,11 +71,6 @@ class RoundOutcome:
     samples: dict[str, int] = field(default_factory=dict)
 
 
-def _check_updates(valid: list[ClientUpdate]) -> None:
-    # Stable order by client key: the strategies sort too, this keeps logs tidy.
-    valid.sort(key=lambda u: u.key)
-
-
 def collect_updates(
     fl: FLContract,
     store: BlobStore,
@@ -104,7 +100,7 @@ def collect_updates(
             except BlobIntegrityError as exc:
                 rejected.append(Rejection(client, "commitment_mismatch", str(exc)))
                 continue
-            except BlobStoreError as exc:
+            except BlobStoreError:
                 # Store unreachable is not the client's fault: stop rather than slash.
                 raise
             ctx = SealContext(chain_id=chain_id, contract=fl.address, round_id=round_id, client=client)
@@ -123,7 +119,7 @@ def collect_updates(
             rejected.append(Rejection(client, "norm", f"L2 norm of the update exceeds the published bound {norm_bound}"))
             continue
         valid.append(ClientUpdate(key=client.lower(), weights=weights, num_samples=sub.samples))
-    _check_updates(valid)
+    valid.sort(key=lambda u: u.key)  # the strategies sort too; this keeps logs and reports tidy
     return valid, rejected, len(subs)
 
 
@@ -173,12 +169,11 @@ def compute_round(
     strategy, params = effective_strategy(strategy, strategy_params, len(valid))
     with timings.measure("aggregation"):
         comp.result = aggregate(strategy, valid, **params)
-    # Map keys back to checksummed addresses for the chain.
-    by_key = {s.client.lower(): s.client for s in fl.submissions(round_id)}
+    # Keys are lower-case addresses: give the chain checksummed ones (no second event query).
     comp.result = AggregateResult(
         weights=comp.result.weights,
-        included=[by_key[k] for k in comp.result.included],
-        excluded=[by_key[k] for k in comp.result.excluded],
+        included=[to_checksum_address(k) for k in comp.result.included],
+        excluded=[to_checksum_address(k) for k in comp.result.excluded],
     )
     with timings.measure("encode_seal_store"):
         comp.model_blob = codec.encode(comp.result.weights, tensor_names(spec))
