@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,13 +78,15 @@ ERROR_HINTS: dict[str, str] = {
 class ChainError(RuntimeError):
     """A contract call reverted (with its custom error) or the node failed."""
 
-    def __init__(self, action: str, error_name: str, inputs: dict[str, Any] | None = None, detail: str = ""):
+    def __init__(self, action: str, error_name: str, inputs: dict[str, Any] | None = None, detail: str = "",
+                 reverted: bool = True):
         self.action = action
         self.error_name = error_name
         self.inputs = dict(inputs or {})
+        self.reverted = reverted
         args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.inputs.items())
         hint = ERROR_HINTS.get(error_name, detail)
-        msg = f"{action} reverted with {error_name}({args})"
+        msg = f"{action} {'reverted' if reverted else 'failed'} with {error_name}({args})"
         if hint:
             msg += f": {hint}"
         super().__init__(msg)
@@ -208,16 +211,93 @@ class GasMeter:
         return self.total, self.seconds
 
 
-def _decode_error(action: str, exc: Exception) -> ChainError:
+_RAW_CUSTOM_ERROR = re.compile(r"(?:custom error )?(0x[0-9a-fA-F]{8})(?::\s*)?([0-9a-fA-F]*)$")
+
+
+def _decode_error(action: str, exc: Exception, address: str | None = None) -> ChainError:
     from ape.exceptions import ContractLogicError, CustomError
 
+    if isinstance(exc, ContractLogicError) and not isinstance(exc, CustomError) and address:
+        exc = _as_custom_error(exc, address) or exc
     if isinstance(exc, CustomError):
         name = type(exc).__name__
         inputs = dict(getattr(exc, "inputs", {}) or {})
         return ChainError(action, name, inputs)
     if isinstance(exc, ContractLogicError):
         return ChainError(action, "Revert", {}, detail=str(exc) or "reverted without a reason")
-    return ChainError(action, type(exc).__name__, {}, detail=str(exc))
+    return ChainError(action, type(exc).__name__, {}, detail=str(exc), reverted=False)
+
+
+# How long a party keeps waiting for a transaction the node accepted but has not mined (after Ape's own
+# acceptance timeout): a local dev chain is nudged to mine meanwhile; a live network only needs patience.
+DEV_CHAIN_MINING_WAIT = 60.0
+LIVE_NETWORK_MINING_WAIT = 600.0
+
+
+def _mined(receipt: Any) -> bool:
+    number = getattr(receipt, "block_number", None)
+    return number is not None and number >= 0
+
+
+def _tx_hash(exc: Exception, action: str) -> str:
+    match = re.search(r"0x[0-9a-fA-F]{64}", str(exc))
+    if not match:
+        raise _decode_error(action, exc) from None
+    return match.group(0)
+
+
+def wait_until_mined(action: str, txn_hash: Any, wait: float | None = None) -> Any:
+    """The receipt (maybe of a revert) of a transaction the node accepted but has not put in a block yet.
+
+    On a local dev chain a ready transaction can stay in the pool: Anvil's automine
+    sometimes misses one while several parties send at once, and a node started
+    with --no-mining never mines by itself. There a block is mined to take it in.
+    On a live network the transaction is only slow (a low fee, a busy network): wait.
+    """
+    from ape import chain
+    from ape.exceptions import TransactionNotFoundError
+
+    txn_hash = txn_hash if isinstance(txn_hash, str) else "0x" + bytes(txn_hash).hex()
+    dev = is_dev_chain()
+    wait = wait if wait is not None else (DEV_CHAIN_MINING_WAIT if dev else LIVE_NETWORK_MINING_WAIT)
+    deadline = time.monotonic() + wait
+    provider = chain.provider
+    while True:
+        try:
+            receipt = provider.get_receipt(txn_hash, timeout=2 if dev else 30)
+            break
+        except TransactionNotFoundError:
+            if time.monotonic() > deadline:
+                raise ChainError(action, "TransactionNotMined", {"tx": txn_hash}, reverted=False, detail=(
+                    f"the node accepted the transaction but did not mine it within {wait:.0f} s more; "
+                    + ("check that the local node mines (Anvil without --no-mining)" if dev else
+                       "it may still be mined: run the same command again later (it resumes from the chain), "
+                       "or raise the fee"))) from None
+            if dev:
+                _mine_one_block(provider)
+    return receipt
+
+
+def _mine_one_block(provider: Any) -> None:
+    try:
+        provider.mine()
+    except Exception:  # noqa: BLE001 - Ape's generic node provider (Ganache) has no mine(): ask the node
+        provider.make_request("evm_mine", [])
+
+
+def _as_custom_error(exc: Any, address: str) -> Any:
+    """Ape decodes a custom error only from raw revert data; Anvil's eth_call says "custom error 0x<selector>: <args>"."""
+    from ape import networks
+    from hexbytes import HexBytes
+
+    match = _RAW_CUSTOM_ERROR.match((getattr(exc, "revert_message", "") or str(exc)).strip())
+    if not match:
+        return None
+    try:
+        return networks.provider.network.ecosystem.decode_custom_error(
+            HexBytes(match.group(1) + match.group(2)), address, base_err=getattr(exc, "base_err", None))
+    except Exception:  # noqa: BLE001 - not one of ours: keep Ape's error as it is
+        return None
 
 
 class FLContract:
@@ -250,7 +330,7 @@ class FLContract:
         from ape import chain, project
 
         if not chain.provider.get_code(address):
-            raise ChainError("attach", "NoContract", {"address": address},
+            raise ChainError("attach", "NoContract", {"address": address}, reverted=False,
                              detail="no contract at this address on the connected network; deploy first or pick the right --network")
         return cls(project.FederatedLearning.at(address), deploy_block=deploy_block, meter=meter)
 
@@ -346,14 +426,26 @@ class FLContract:
 
     # -------------------------------------------------------- transactions
     def _send(self, fn: str, sender: Any, *args: Any, value: int = 0) -> Any:
-        from ape.exceptions import ApeException
+        from ape.exceptions import ApeException, TransactionNotFoundError
 
         method = getattr(self.contract, fn)
+        action = f"{fn} by {sender.address}"
         t0 = time.perf_counter()
         try:
             receipt = method(*args, sender=sender, value=value) if value else method(*args, sender=sender)
+            if not _mined(receipt):  # a node that does not mine on its own (Anvil --no-mining, interval mining)
+                receipt = wait_until_mined(action, receipt.txn_hash)
+        except TransactionNotFoundError as exc:  # sent, but not mined within the network's acceptance timeout
+            receipt = wait_until_mined(action, _tx_hash(exc, action))
         except ApeException as exc:
-            raise _decode_error(f"{fn} by {sender.address}", exc) from None
+            raise _decode_error(action, exc, self.address) from None
+        if receipt.failed:  # reverted once mined: replay it as a call to learn the custom error
+            try:
+                method.call(*args, sender=sender, value=value) if value else method.call(*args, sender=sender)
+            except ApeException as exc:
+                raise _decode_error(action, exc, self.address) from None
+            raise ChainError(action, "Revert", {"tx": str(receipt.txn_hash)},
+                             detail="reverted once mined; replayed now it passes (the state changed in between)")
         self.meter.add(fn, receipt.gas_used, time.perf_counter() - t0)
         return receipt
 

@@ -115,10 +115,12 @@ def test_strategies_ignore_sample_counts_where_documented():
 
 
 def _attack_scenario(f: int, honest: int, seed: int):
-    """Honest clients move the base by a common delta plus small noise; f attackers send -10x their delta."""
+    """Honest clients move the base by a common delta (norm 5) plus small noise; f attackers send -10x their delta."""
     rng = np.random.default_rng(seed)
     base = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
     direction = [rng.standard_normal(s) for s in SHAPES]
+    scale = 5.0 / np.sqrt(sum(float(np.sum(d * d)) for d in direction))  # |direction| = 5 for every seed,
+    direction = [d * scale for d in direction]  # so FedAvg's poisoned distance is >= 11 * 5 * f / n > 5
     updates, honest_weights = [], []
     for i in range(honest + f):
         delta = [d + 0.05 * rng.standard_normal(d.shape) for d in direction]
