@@ -266,6 +266,22 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (PartyError, ChainError, KeyFileError, BlobStoreError, DatasetError, ModelSpecError, PartitionError)
 
 
+def run_party(make: Callable[[], Any], log: Callable[[str], None]) -> tuple[Any, str] | None:
+    """Builds a party with make() and runs it: (party, why it stopped), or None when a second signal
+    abandoned the step. The commands' edge: a user error becomes one line (click), not a traceback."""
+    import click
+
+    try:
+        party = make()
+        return party, party.run()
+    except user_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    except Abandoned as exc:
+        log(f"{exc} received again: abandoned the current step; the chain holds the state, run the same "
+            "command to continue")
+        return None
+
+
 def prepare_account(account: Any, log: Callable[[str], None]) -> None:
     """Lets an unattended process sign: autosign with the passphrase from APE_ACCOUNTS_<alias>_PASSPHRASE.
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from ml.party import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, Abandoned, Log, user_errors
+from ml.party import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, Log
 
 
 @click.command(cls=ConnectedProviderCommand, short_help="Run the aggregator of a deployed job")
@@ -34,28 +34,26 @@ def cli(account, key_file, eval_data, store, deployments, rounds, min_clients, a
     after --rounds, or on Ctrl-C / SIGTERM (exit 0); run it again to continue where it stopped."""
     from ape.logging import logger
 
-    from ml.party import AggregatorOptions, AggregatorParty, Stop, load_npz, open_job, prepare_account
+    from ml.party import AggregatorOptions, AggregatorParty, Stop, load_npz, open_job, prepare_account, run_party
     from ml.sealing import load_private_key
 
     logger.set_level("WARNING")
     log = Log("aggregator")
     stop = Stop().install(log)
-    try:
+
+    def make() -> AggregatorParty:
         prepare_account(account, log)
         job = open_job(deployments, store)
-        party = AggregatorParty(
+        return AggregatorParty(
             account, job, load_private_key(key_file),
             AggregatorOptions(rounds=rounds, min_clients=min_clients, advance_time=advance_time,
                               patience=patience, max_poll=poll),
             eval_data=load_npz(eval_data, "--eval-data") if eval_data else None, stop=stop, log=log,
         )
-        why = party.run()
-    except user_errors() as exc:
-        raise click.ClickException(str(exc)) from None
-    except Abandoned as exc:
-        log(f"{exc} received again: abandoned the current step; the chain holds the state, run the same "
-            "command to continue")
+
+    if (ran := run_party(make, log)) is None:
         return
+    party, why = ran
     for rec in party.records:
         parts = [f"round {rec.round_id} {rec.status}", f"{rec.accepted} accepted, {rec.rejected} rejected, "
                  f"{rec.excluded} excluded"]

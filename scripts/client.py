@@ -4,7 +4,7 @@ from pathlib import Path
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from ml.party import DEFAULT_DEPLOYMENTS, Abandoned, Log, user_errors
+from ml.party import DEFAULT_DEPLOYMENTS, Log
 from ml.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 
 
@@ -35,26 +35,25 @@ def cli(account, data_file, store, deployments, stake, top_up, rounds, epochs, b
     (exit 0); run it again to continue (it never submits twice to a round)."""
     from ape.logging import logger
 
-    from ml.party import ClientOptions, ClientParty, Stop, fmt_eth, load_npz, open_job, parse_eth, prepare_account
+    from ml.party import (ClientOptions, ClientParty, Stop, fmt_eth, load_npz, open_job, parse_eth,
+                          prepare_account, run_party)
 
     logger.set_level("WARNING")
     log = Log(f"client {account.address[:10]}")
     stop = Stop().install(log)
-    try:
+
+    def make() -> ClientParty:
         prepare_account(account, log)
         job = open_job(deployments, store)
         x, y = load_npz(data_file, "--data")
         opts = ClientOptions(rounds=rounds, stake=parse_eth(stake, "--stake") if stake else None, top_up=top_up,
                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, mu=mu, seed=seed,
                              max_poll=poll)
-        party = ClientParty(account, job, x, y, opts, stop=stop, log=log, data_name=str(data_file))
         log(f"job {job.fl.address} on {job.network}; {len(x)} local samples from {data_file}; store {job.store}")
-        why = party.run()
-    except user_errors() as exc:
-        raise click.ClickException(str(exc)) from None
-    except Abandoned as exc:
-        log(f"{exc} received again: abandoned the current step; the chain holds the state, run the same "
-            "command to continue")
+        return ClientParty(account, job, x, y, opts, stop=stop, log=log, data_name=str(data_file))
+
+    if (ran := run_party(make, log)) is None:
         return
+    party, why = ran
     log(f"exiting: {why}; took part in round(s) {sorted(party.submitted) or 'none'}; "
         f"rewards withdrawn by this run {fmt_eth(party.received)}")
