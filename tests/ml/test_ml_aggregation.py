@@ -114,6 +114,42 @@ def test_strategies_ignore_sample_counts_where_documented():
     assert median(ups).weights[0][0] == 1.0
 
 
+@pytest.mark.parametrize("block", [7, 1 << 18])  # many blocks with a ragged last one; one block
+def test_fedavg_rounds_exactly_like_the_plain_float64_loop(monkeypatch, block):
+    """The numba kernel and the blocking change speed only: every element is the float64 sum, in key
+    order, of count * value, divided by the total count, cast to float32 once (what verify_round redoes)."""
+    import ml.aggregation as agg
+
+    monkeypatch.setattr(agg, "_BLOCK", block)
+    rng = np.random.default_rng(7)
+    shapes = [(5, 9), (31,), (2, 3, 4)]
+    ups = [ClientUpdate(key(i), [(rng.standard_normal(s) * 10.0 ** rng.integers(-4, 4)).astype(np.float32)
+                                 for s in shapes], int(rng.integers(1, 2**29 - 1))) for i in range(9)]
+    total = float(sum(u.num_samples for u in ups))
+    for i, w in enumerate(fedavg(ups[::-1]).weights):
+        acc = np.zeros(shapes[i], np.float64)
+        for u in sorted(ups, key=lambda u: u.key.lower()):
+            acc = acc + float(u.num_samples) * u.weights[i].astype(np.float64)
+        assert w.tobytes() == (acc / total).astype(np.float32).tobytes()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_fedavg_names_the_client_with_non_finite_values(bad):
+    ups = make_updates(4, 3)
+    w = [x.copy() for x in ups[2].weights]
+    w[1].flat[-1] = bad
+    ups[2] = ClientUpdate(ups[2].key, w, 0)  # even with 0 samples: 0 * inf is NaN, still found
+    with pytest.raises(AggregationError, match=rf"client {ups[2].key}: tensor 1 contains NaN or infinite"):
+        fedavg(ups)
+
+
+def test_fedavg_refuses_sample_counts_that_break_exact_products():
+    ups = make_updates(3, 1)
+    ups[0] = ClientUpdate(ups[0].key, ups[0].weights, 2**29)
+    with pytest.raises(AggregationError, match=r"below 2\*\*29"):
+        fedavg(ups)
+
+
 def _attack_scenario(f: int, honest: int, seed: int):
     """Honest clients move the base by a common delta (norm 5) plus small noise; f attackers send -10x their delta."""
     rng = np.random.default_rng(seed)
