@@ -17,6 +17,9 @@ import json
 import math
 import numbers
 import os
+import re
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -213,13 +216,41 @@ def initial_weights(spec: ModelSpec, seed: int = 0) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- keras
 
 
-def import_keras():
-    """Import Keras on the TensorFlow backend with TF's C++ logs quietened.
+# What TensorFlow's C++ side writes to stderr while it loads, whatever TF_CPP_MIN_LOG_LEVEL says
+# (absl logs before it is initialised): the oneDNN and CPU-feature notices. Nothing a user acts on.
+_TF_LOAD_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|\] oneDNN custom operations are on|cpu_feature_guard|"
+    r"^To enable the following instructions:.*rebuild TensorFlow")
+
+
+def import_tensorflow():
+    """Import TensorFlow once, keeping its load-time notices off the terminal (other stderr output stays).
 
     Imported lazily: only training and evaluation need it (several seconds).
     """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not _TF_LOAD_NOISE.search(line)))
+            sys.stderr.flush()
+    return tensorflow
+
+
+def import_keras():
+    """Import Keras on the TensorFlow backend (lazily, see import_tensorflow)."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import_tensorflow()
     import keras
 
     if keras.backend.backend() != "tensorflow":

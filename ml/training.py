@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.models import ModelSpec, build_model, import_keras, initial_weights, tensor_shapes
+from ml.models import ModelSpec, build_model, import_keras, import_tensorflow, initial_weights, tensor_shapes
 
 # Tuned on digits (10 clients, 10 rounds, see bench/ml_accuracy.py): E=1 FedAvg
 # lags because each client takes few steps per round, so small batches (B=5,
@@ -67,7 +67,7 @@ class _Runner:
 
     def __init__(self, spec: ModelSpec) -> None:
         import_keras()
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         self.spec = spec
         self.lock = threading.Lock()
@@ -90,7 +90,7 @@ class _Runner:
         self.forward = tf.function(self._forward, input_signature=[x_sig, y_sig])
 
     def _data_loss(self, x, y):
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         logits = self.model(x, training=True)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
@@ -101,7 +101,7 @@ class _Runner:
         With mu > 0 this is FedProx (Li et al., 2020); the proximal term is
         skipped entirely when mu == 0.
         """
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         with tf.GradientTape() as tape:
             loss = self._data_loss(x, y)
@@ -121,7 +121,7 @@ class _Runner:
 
         Returns the sum of per-sample data losses, in float64.
         """
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         n = tf.shape(order, out_type=tf.int64)[0]
         loss_sum = tf.constant(0.0, tf.float64)
@@ -132,7 +132,7 @@ class _Runner:
         return loss_sum
 
     def _forward(self, x, y):
-        import tensorflow as tf
+        tf = import_tensorflow()
 
         logits = self.model(x, training=False)
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
@@ -246,7 +246,7 @@ def train_local(
         raise TrainingError(f"momentum must be in [0, 1), got {momentum!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise TrainingError(f"seed must be an integer >= 0, got {seed!r}")
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     runner = _runner(spec)
     rng = np.random.Generator(np.random.PCG64(int(seed)))  # any size of seed, e.g. seed * 1_000_003 + round
@@ -289,7 +289,7 @@ def evaluate(
     weights = _check_weights(spec, weights)
     x, y = _check_data(spec, x, y)
     _positive(batch_size, "batch_size", numbers.Integral)
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     runner = _runner(spec)
     loss_sum, correct = 0.0, 0

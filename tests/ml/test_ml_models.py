@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -134,3 +137,28 @@ def test_initial_weights_deterministic(small_spec):
     assert not a[1].any() and not a[3].any()  # biases start at zero
     limit = np.sqrt(6 / (64 + 32))  # Glorot uniform
     assert np.abs(a[0]).max() <= limit and np.abs(a[0]).max() > 0.9 * limit
+
+
+def test_tensorflow_loads_without_its_c_plus_plus_notices():
+    """absl/oneDNN notices written while TF loads stay off the terminal; a fresh process shows it."""
+    code = "from ml.models import import_keras; import_keras(); import sys; print('loaded', file=sys.stderr)"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "loaded"
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "cpu_feature_guard"):
+        assert noise not in proc.stderr, proc.stderr
+
+
+def test_only_known_tensorflow_notices_are_filtered():
+    from ml.models import _TF_LOAD_NOISE
+
+    noise = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1795863512.299283    7355 port.cc:153] oneDNN custom operations are on. You may see ...",
+        "I0000 00:00:1795863512.336533    7355 cpu_feature_guard.cc:227] This TensorFlow binary is optimized",
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the flags.",
+    ]
+    kept = ["E0000 00:00:1 cuda_dnn.cc:1] could not load a library", "UserWarning: something the user should see"]
+    assert all(_TF_LOAD_NOISE.search(line) for line in noise)
+    assert not any(_TF_LOAD_NOISE.search(line) for line in kept)
