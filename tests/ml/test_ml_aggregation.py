@@ -114,13 +114,21 @@ def test_strategies_ignore_sample_counts_where_documented():
     assert median(ups).weights[0][0] == 1.0
 
 
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
 @pytest.mark.parametrize("block", [7, 1 << 18])  # many blocks with a ragged last one; one block
-def test_fedavg_rounds_exactly_like_the_plain_float64_loop(monkeypatch, block):
-    """The numba kernel and the blocking change speed only: every element is the float64 sum, in key
-    order, of count * value, divided by the total count, cast to float32 once (what verify_round redoes)."""
+def test_fedavg_rounds_exactly_like_the_plain_float64_loop(monkeypatch, block, kernel):
+    """The numba kernel (or its numpy fallback) and the blocking change speed only: every element is the
+    float64 sum, in key order, of count * value, divided by the total count, cast to float32 once (what
+    verify_round redoes, wherever it runs)."""
     import ml.aggregation as agg
 
     monkeypatch.setattr(agg, "_BLOCK", block)
+    if kernel == "numpy":
+        monkeypatch.setattr(agg, "_load_axpy", lambda: agg._axpy_numpy)
+    else:
+        from ml._kernels import axpy
+
+        assert agg._load_axpy() is axpy
     rng = np.random.default_rng(7)
     shapes = [(5, 9), (31,), (2, 3, 4)]
     ups = [ClientUpdate(key(i), [(rng.standard_normal(s) * 10.0 ** rng.integers(-4, 4)).astype(np.float32)
