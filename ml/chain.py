@@ -211,14 +211,9 @@ class GasMeter:
         return self.total, self.seconds
 
 
-_RAW_CUSTOM_ERROR = re.compile(r"(?:custom error )?(0x[0-9a-fA-F]{8})(?::\s*)?([0-9a-fA-F]*)$")
-
-
-def _decode_error(action: str, exc: Exception, address: str | None = None) -> ChainError:
+def _decode_error(action: str, exc: Exception) -> ChainError:
     from ape.exceptions import ContractLogicError, CustomError
 
-    if isinstance(exc, ContractLogicError) and not isinstance(exc, CustomError) and address:
-        exc = _as_custom_error(exc, address) or exc
     if isinstance(exc, CustomError):
         name = type(exc).__name__
         inputs = dict(getattr(exc, "inputs", {}) or {})
@@ -283,21 +278,6 @@ def _mine_one_block(provider: Any) -> None:
         provider.mine()
     except Exception:  # noqa: BLE001 - Ape's generic node provider (Ganache) has no mine(): ask the node
         provider.make_request("evm_mine", [])
-
-
-def _as_custom_error(exc: Any, address: str) -> Any:
-    """Ape decodes a custom error only from raw revert data; Anvil's eth_call says "custom error 0x<selector>: <args>"."""
-    from ape import networks
-    from hexbytes import HexBytes
-
-    match = _RAW_CUSTOM_ERROR.match((getattr(exc, "revert_message", "") or str(exc)).strip())
-    if not match:
-        return None
-    try:
-        return networks.provider.network.ecosystem.decode_custom_error(
-            HexBytes(match.group(1) + match.group(2)), address, base_err=getattr(exc, "base_err", None))
-    except Exception:  # noqa: BLE001 - not one of ours: keep Ape's error as it is
-        return None
 
 
 class FLContract:
@@ -438,16 +418,34 @@ class FLContract:
         except TransactionNotFoundError as exc:  # sent, but not mined within the network's acceptance timeout
             receipt = wait_until_mined(action, _tx_hash(exc, action))
         except ApeException as exc:
-            raise _decode_error(action, exc, self.address) from None
-        if receipt.failed:  # reverted once mined: replay it as a call to learn the custom error
-            try:
-                method.call(*args, sender=sender, value=value) if value else method.call(*args, sender=sender)
-            except ApeException as exc:
-                raise _decode_error(action, exc, self.address) from None
-            raise ChainError(action, "Revert", {"tx": str(receipt.txn_hash)},
-                             detail="reverted once mined; replayed now it passes (the state changed in between)")
+            raise _decode_error(action, exc) from None
+        if receipt.failed:
+            raise self._why_reverted(action, method, args, sender, value, receipt.txn_hash)
         self.meter.add(fn, receipt.gas_used, time.perf_counter() - t0)
         return receipt
+
+    def _why_reverted(self, action: str, method: Any, args: tuple, sender: Any, value: int, txn_hash: Any) -> ChainError:
+        """A transaction that reverted only once mined: replay it as an eth_call and decode its custom error.
+
+        web3 keeps the raw revert data of a call; Ape's message may render it as text, so it is not parsed.
+        """
+        from ape import chain
+
+        call = {"from": sender.address, "to": self.address, "data": method.encode_input(*args), "value": value}
+        try:
+            chain.provider.web3.eth.call(call)
+        except Exception as exc:  # noqa: BLE001 - any node error says why; a custom error is decoded by name
+            data = getattr(exc, "data", None)
+            if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+                try:
+                    error = chain.provider.network.ecosystem.decode_custom_error(bytes.fromhex(data[2:]), self.address)
+                except Exception:  # noqa: BLE001 - not one of the contract's errors
+                    error = None
+                if error is not None:
+                    return _decode_error(action, error)
+            return ChainError(action, "Revert", {}, detail=f"reverted once mined ({exc})")
+        return ChainError(action, "Revert", {"tx": str(txn_hash)},
+                          detail="reverted once mined; replayed now it passes (the state changed in between)")
 
     def register(self, sender: Any, encryption_key: bytes, stake: int) -> Any:
         return self._send("register", sender, to_bytes32(encryption_key), value=stake)
