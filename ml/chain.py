@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 ZERO32 = b"\x00" * 32
+WEI = 10**18  # wei per ether
 
 
 class Phase(enum.IntEnum):

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import codec, report
+from . import aggregation, codec, report
 from .aggregator import Aggregator, RoundOutcome
 from .attacks import check_attack
 from .chain import (
@@ -31,6 +31,7 @@ from .chain import (
     JobParams,
     Phase,
     UpdateStatus,
+    WEI,
     advance_time_past,
     is_dev_chain,
     load_deployment,
@@ -46,8 +47,7 @@ from .store import open_store
 from .timing import Timings
 from .training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE, centralized_baseline
 
-WEI = 10**18
-STRATEGY_CHOICES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum")
+STRATEGY_CHOICES = tuple(aggregation.STRATEGIES)
 
 
 class FederationError(RuntimeError):

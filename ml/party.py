@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import codec
+from . import aggregation, codec
 from .chain import (
     ChainError,
     ClientStatus,
@@ -49,6 +49,7 @@ from .chain import (
     JobParams,
     Phase,
     UpdateStatus,
+    WEI,
     is_dev_chain,
     load_deployment,
     network_name,
@@ -59,8 +60,7 @@ from .models import ARCHS, ModelSpec, initial_weights, num_params, spec_for_data
 from .store import BlobStore, open_store
 from .training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE  # TensorFlow loads lazily
 
-WEI = 10**18
-STRATEGIES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum")
+STRATEGIES = tuple(aggregation.STRATEGIES)
 DEFAULT_DEPLOYMENTS = "deployments.json"
 DEFAULT_KEY_FILE = "aggregator.key"
 DEFAULT_STORE = "store"

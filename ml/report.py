@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-WEI = 10**18
+from .chain import WEI
 
 
 @dataclass
