@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {AccessControlDefaultAdminRules} from
+    "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
@@ -17,26 +18,37 @@ import {Address} from "@openzeppelin/contracts/utils/Address.sol";
  * aggregator publishes the new global model off chain and records its hash.
  * Every round can therefore be re-computed from the recorded commitments.
  *
+ * Nobody profits from a verdict: slashed stake goes to a treasury fixed at
+ * deployment (or is burned), never to the reward pool. Verdicts do not depend on
+ * the quorum: a round with too few accepted updates closes as Failed and its
+ * rejections are still slashed.
+ *
  * Gas: submitting costs the same whatever the model size; finalizing is
- * O(rejected + excluded), never O(clients); register, claim and withdraw are O(1).
+ * O(rejected + excluded), never O(clients), and bounded by a block because a round
+ * holds at most MAX_UPDATES_PER_ROUND updates; register, claim and withdraw are O(1).
  */
-contract FederatedLearning is AccessControl, ReentrancyGuard {
+contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     using Address for address payable;
 
     /// @notice Role allowed to start, finalize and cancel rounds.
     bytes32 public constant AGGREGATOR_ROLE = keccak256("AGGREGATOR_ROLE");
+    /// @notice Role allowed to admit clients (with a sample allowance) in a permissioned job.
+    bytes32 public constant REGISTRAR_ROLE = keccak256("REGISTRAR_ROLE");
 
     /// @notice Basis-point denominator of the slash fraction.
     uint256 public constant BPS = 10_000;
+    /// @notice Most updates a round accepts, so that any verdict list (at most one entry per
+    /// update) fits in a block: all of them rejected costs about 17M gas (bench/gas.py).
+    uint256 public constant MAX_UPDATES_PER_ROUND = 1000;
 
     /// @notice Deployment parameters (fixed for the job, but the aggregator key).
     struct Params {
         uint256 minStake; // wei a client must stake to register and to submit
         uint64 unbondingPeriod; // seconds between requestExit and withdrawStake
         uint64 submissionPeriod; // seconds a round accepts updates
-        uint64 gracePeriod; // seconds after the deadline before anyone may cancel
-        uint32 quorum; // minimum accepted updates to finalize (>= 1)
-        uint32 maxUpdatesPerRound; // 0 = no cap
+        uint64 gracePeriod; // seconds after the deadline before anyone may cancel (> 0)
+        uint32 quorum; // minimum accepted updates for a new model (>= 1); below it the round fails
+        uint32 maxUpdatesPerRound; // 0 = MAX_UPDATES_PER_ROUND
         uint64 maxSamplesPerUpdate; // cap on the weight one update can claim
         uint16 slashBps; // fraction of the stake a rejected update loses
         uint256 rewardPerRound; // wei allocated to each finalized round (if funded)
@@ -44,6 +56,8 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         bytes32 modelSpecHash; // keccak of the canonical model spec (the task)
         bytes32 initialModelHash; // keccak of the initial global model blob
         bytes32 aggregatorKey; // X25519 public key updates are sealed to
+        address treasury; // receives slashed stake; the zero address burns it
+        bool permissioned; // clients need a registrar's admission, and submit at most their allowance
     }
 
     enum ClientStatus {
@@ -57,6 +71,7 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         bytes32 encryptionKey;
         uint64 exitRequestedAt;
         uint64 lastSubmittedRound;
+        uint64 countedFrom; // first round in which the client counts toward "every client submitted"
         ClientStatus status;
     }
 
@@ -64,6 +79,7 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         None,
         Open,
         Finalized,
+        Failed, // closed below the quorum: rejections slashed, no model, no reward
         Cancelled
     }
 
@@ -76,6 +92,8 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         uint32 rejected;
         uint32 excluded;
         uint32 claims;
+        uint32 eligible; // clients counted toward "all in" (those that could submit at the start)
+        uint32 eligibleSubmitted; // how many of them have submitted
         Phase phase;
         uint256 submittedWeight;
         uint256 acceptedWeight;
@@ -102,11 +120,12 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
     mapping(address client => Client) private _clients;
     mapping(uint256 roundId => Round) private _rounds;
     mapping(uint256 roundId => mapping(address client => Update)) private _updates;
-    mapping(bytes32 commitment => bool) public commitmentUsed;
+    /// @notice Whether a client has committed to this blob before (a replay). Per client,
+    /// so that copying another client's pending commitment blocks nobody.
+    mapping(address client => mapping(bytes32 commitment => bool)) public commitmentUsed;
     mapping(address client => uint256) public owed;
-    /// @dev Submitters of an open round that have since requested exit: they no
-    /// longer count in `activeClients`, so they must not count as active submissions.
-    mapping(uint256 roundId => uint256) private _exitedSubmitters;
+    /// @notice Samples a client may claim per update in a permissioned job (0 = not admitted).
+    mapping(address client => uint64) public allowance;
 
     /// @notice The latest round started (0 before the first).
     uint256 public currentRound;
@@ -114,14 +133,20 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
     bytes32 public latestModelHash;
     /// @notice Clients whose status is Active.
     uint256 public activeClients;
+    /// @notice Active clients whose stake is at least the minimum (those that can submit).
+    uint256 public eligibleClients;
     /// @notice Sum of all stakes held.
     uint256 public totalStaked;
     /// @notice Rewards credited to clients and not yet withdrawn.
     uint256 public totalOwed;
     /// @notice Rewards allocated to finalized rounds and not yet claimed.
     uint256 public totalAllocated;
-    /// @notice Funds available for future rounds (funding, slashes, dust).
+    /// @notice Funds available for future rounds (funding and rounding dust; never slashes).
     uint256 public rewardPool;
+    /// @notice Slashed stake waiting to be sent to the treasury.
+    uint256 public treasuryOwed;
+    /// @notice Slashed stake burned (a job without treasury): it stays in the contract forever.
+    uint256 public totalBurned;
 
     // ---------------------------------------------------------------- errors
 
@@ -146,12 +171,16 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
     error AlreadySubmitted(uint256 roundId, address client);
     error ZeroCommitment();
     error CommitmentAlreadyUsed(bytes32 commitment);
+    error NotAdmitted(address client);
+    error AboveAllowance(uint256 samples, uint256 allowance);
+    error NotPermissioned();
+    error ModelBelowQuorum(uint256 accepted, uint256 quorum);
+    error NoTreasury();
     error ZeroSamples();
     error TooManySamples(uint256 samples, uint256 maximum);
     error RoundFull(uint256 maxUpdates);
     error ZeroModelHash();
     error InvalidVerdict(address client);
-    error QuorumNotReached(uint256 accepted, uint256 quorum);
     error RoundNotFinalized(uint256 roundId);
     error NothingToClaim(uint256 roundId, address client);
     error NothingOwed(address client);
@@ -176,7 +205,10 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         uint256 reward,
         string locator
     );
+    event RoundFailed(uint256 indexed roundId, uint256 accepted, uint256 rejected, uint256 excluded);
     event RoundCancelled(uint256 indexed roundId, address indexed by);
+    event ClientAdmitted(address indexed client, uint256 allowance);
+    event TreasuryWithdrawn(address indexed treasury, uint256 amount);
     event RewardsFunded(address indexed funder, uint256 amount);
     event RewardClaimed(uint256 indexed roundId, address indexed client, uint256 amount);
     event RewardsWithdrawn(address indexed client, uint256 amount);
@@ -184,54 +216,84 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
 
     /**
      * @param params job parameters (see {Params})
-     * @param admin receives DEFAULT_ADMIN_ROLE (can grant roles, rotate the aggregator key)
+     * @param admin receives DEFAULT_ADMIN_ROLE (grants roles and rotates the aggregator key between
+     * rounds; also REGISTRAR_ROLE in a permissioned job). Transferred in two steps with a delay.
      * @param aggregator receives AGGREGATOR_ROLE
+     * @param adminDelay seconds a new admin must wait before accepting the role
      */
-    constructor(Params memory params, address admin, address aggregator) {
+    constructor(Params memory params, address admin, address aggregator, uint48 adminDelay)
+        AccessControlDefaultAdminRules(adminDelay, admin)
+    {
         if (admin == address(0) || aggregator == address(0)) revert ZeroAddress();
         if (params.quorum == 0) revert InvalidParams("quorum must be at least 1");
-        if (params.maxUpdatesPerRound != 0 && params.maxUpdatesPerRound < params.quorum) {
-            revert InvalidParams("maxUpdatesPerRound below quorum");
+        if (params.maxUpdatesPerRound > MAX_UPDATES_PER_ROUND) {
+            revert InvalidParams("maxUpdatesPerRound above MAX_UPDATES_PER_ROUND");
         }
+        if (params.quorum > _cap(params.maxUpdatesPerRound)) revert InvalidParams("maxUpdatesPerRound below quorum");
         if (params.slashBps > BPS) revert InvalidParams("slashBps above 10000");
         if (params.submissionPeriod == 0) revert InvalidParams("submissionPeriod is zero");
+        if (params.gracePeriod == 0) revert InvalidParams("gracePeriod is zero");
         if (params.maxSamplesPerUpdate == 0) revert InvalidParams("maxSamplesPerUpdate is zero");
         if (params.minStake == 0) revert InvalidParams("minStake is zero");
         if (params.initialModelHash == bytes32(0)) revert InvalidParams("initialModelHash is zero");
         if (params.aggregatorKey == bytes32(0)) revert InvalidParams("aggregatorKey is zero");
         _params = params;
         latestModelHash = params.initialModelHash;
-        _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(AGGREGATOR_ROLE, aggregator);
+        if (params.permissioned) _grantRole(REGISTRAR_ROLE, admin);
     }
 
     // -------------------------------------------------------------- registry
 
     /**
-     * @notice Join the federation with a stake of at least `minStake`.
+     * @notice Admit a client to a permissioned job with a sample allowance per update (registrar).
+     * @param client the client's address
+     * @param samples the most samples one of its updates may claim; 0 revokes the admission
+     */
+    function admit(address client, uint64 samples) external onlyRole(REGISTRAR_ROLE) {
+        if (!_params.permissioned) revert NotPermissioned();
+        if (client == address(0)) revert ZeroAddress();
+        if (samples > _params.maxSamplesPerUpdate) revert TooManySamples(samples, _params.maxSamplesPerUpdate);
+        allowance[client] = samples;
+        emit ClientAdmitted(client, samples);
+    }
+
+    /**
+     * @notice Join the federation with a stake of at least `minStake` (in a permissioned job,
+     * once admitted). The client counts toward "every client submitted" from the next round.
      * @param encryptionKey the client's X25519 public key (for messages to it)
      */
     function register(bytes32 encryptionKey) external payable {
         Client storage c = _clients[msg.sender];
         if (c.status != ClientStatus.None) revert AlreadyRegistered(msg.sender);
+        if (_params.permissioned && allowance[msg.sender] == 0) revert NotAdmitted(msg.sender);
         if (encryptionKey == bytes32(0)) revert ZeroEncryptionKey();
         if (msg.value < _params.minStake) revert InsufficientStake(msg.value, _params.minStake);
         c.stake = msg.value;
         c.encryptionKey = encryptionKey;
         c.exitRequestedAt = 0;
+        c.countedFrom = uint64(currentRound + 1);
         c.status = ClientStatus.Active;
         totalStaked += msg.value;
         activeClients += 1;
+        eligibleClients += 1;
         emit ClientRegistered(msg.sender, msg.value, encryptionKey);
     }
 
-    /// @notice Add to the caller's stake (e.g. after a slash took it below the minimum).
+    /// @notice Add to the caller's stake (e.g. after a slash took it below the minimum; it then
+    /// counts toward "every client submitted" again from the next round).
     function topUp() external payable {
         Client storage c = _clients[msg.sender];
         if (c.status != ClientStatus.Active) revert NotActive(msg.sender);
         if (msg.value == 0) revert ZeroValue();
+        uint256 minStake = _params.minStake;
+        bool wasBelow = c.stake < minStake;
         c.stake += msg.value;
         totalStaked += msg.value;
+        if (wasBelow && c.stake >= minStake) {
+            eligibleClients += 1;
+            c.countedFrom = uint64(currentRound + 1);
+        }
         emit StakeToppedUp(msg.sender, msg.value, c.stake);
     }
 
@@ -242,8 +304,15 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         c.status = ClientStatus.Exiting;
         c.exitRequestedAt = uint64(block.timestamp);
         activeClients -= 1;
-        uint256 r = c.lastSubmittedRound;
-        if (r != 0 && _rounds[r].phase == Phase.Open) _exitedSubmitters[r] += 1;
+        if (c.stake >= _params.minStake) {
+            eligibleClients -= 1;
+            uint256 cur = currentRound;
+            Round storage r = _rounds[cur];
+            if (cur != 0 && r.phase == Phase.Open && c.countedFrom <= cur) {
+                r.eligible -= 1;
+                if (c.lastSubmittedRound == cur) r.eligibleSubmitted -= 1;
+            }
+        }
         emit ExitRequested(msg.sender, block.timestamp + _params.unbondingPeriod);
     }
 
@@ -263,6 +332,7 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         c.status = ClientStatus.None;
         c.encryptionKey = bytes32(0);
         c.exitRequestedAt = 0;
+        c.countedFrom = 0;
         totalStaked -= amount;
         emit StakeWithdrawn(msg.sender, amount);
         payable(msg.sender).sendValue(amount);
@@ -283,6 +353,7 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         r.baseModelHash = latestModelHash;
         r.startedAt = uint64(block.timestamp);
         r.deadline = uint64(block.timestamp) + _params.submissionPeriod;
+        r.eligible = uint32(eligibleClients);
         r.phase = Phase.Open;
         emit RoundStarted(roundId, r.baseModelHash, r.deadline);
     }
@@ -290,9 +361,10 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
     /**
      * @notice Submit the commitment of a sealed update stored off chain.
      * @param roundId the open round (guards against a stale client)
-     * @param commitment keccak-256 of the sealed update blob
-     * @param samples number of local training samples (the FedAvg weight)
-     * @param locator where the blob can be fetched (event data only)
+     * @param commitment keccak-256 of the sealed update blob (never used by this client before)
+     * @param samples number of local training samples (the FedAvg weight); at most the job's cap,
+     * and in a permissioned job at most the client's allowance
+     * @param locator where the blob can be fetched (event data only; untrusted)
      */
     function submitUpdate(uint256 roundId, bytes32 commitment, uint64 samples, string calldata locator) external {
         Client storage c = _clients[msg.sender];
@@ -305,30 +377,36 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         Update storage u = _updates[roundId][msg.sender];
         if (u.status != UpdateStatus.None) revert AlreadySubmitted(roundId, msg.sender);
         if (commitment == bytes32(0)) revert ZeroCommitment();
-        if (commitmentUsed[commitment]) revert CommitmentAlreadyUsed(commitment);
+        if (commitmentUsed[msg.sender][commitment]) revert CommitmentAlreadyUsed(commitment);
         if (samples == 0) revert ZeroSamples();
         if (samples > _params.maxSamplesPerUpdate) revert TooManySamples(samples, _params.maxSamplesPerUpdate);
-        uint32 cap = _params.maxUpdatesPerRound;
-        if (cap != 0 && r.submissions >= cap) revert RoundFull(cap);
+        if (_params.permissioned && samples > allowance[msg.sender]) {
+            revert AboveAllowance(samples, allowance[msg.sender]);
+        }
+        uint256 cap = _cap(_params.maxUpdatesPerRound);
+        if (r.submissions >= cap) revert RoundFull(cap);
 
         u.commitment = commitment;
         u.samples = samples;
         u.status = UpdateStatus.Submitted;
-        commitmentUsed[commitment] = true;
+        commitmentUsed[msg.sender][commitment] = true;
         c.lastSubmittedRound = uint64(roundId);
         r.submissions += 1;
+        if (c.countedFrom <= roundId) r.eligibleSubmitted += 1;
         r.submittedWeight += samples;
         emit UpdateSubmitted(roundId, msg.sender, commitment, samples, locator);
     }
 
     /**
-     * @notice Close the open round with the new global model.
-     * @dev Callable after the deadline, or earlier once every active client
-     * (or the cap) has submitted. Rejected updates (provably invalid) lose
-     * `slashBps` of their stake to the reward pool; excluded ones (left out by a
-     * robust strategy) are neither paid nor slashed. Costs O(rejected + excluded).
+     * @notice Close the open round with its verdicts and, at or above the quorum, the new model.
+     * @dev Callable after the deadline, or earlier once every client that could submit when the
+     * round started has submitted (or the cap is reached). Rejected updates (provably invalid)
+     * lose `slashBps` of their stake to the treasury; excluded ones (left out by a robust
+     * strategy) are neither paid nor slashed. With fewer accepted updates than the quorum the
+     * round closes as Failed: the rejections are slashed all the same, but no model is recorded
+     * (`modelHash` must be zero) and no reward is allocated. Costs O(rejected + excluded).
      * @param roundId the open round
-     * @param modelHash keccak-256 of the new global model blob
+     * @param modelHash keccak-256 of the new global model blob; zero below the quorum
      * @param rejected clients whose update was provably invalid
      * @param excluded clients the aggregation strategy left out
      * @param locator where the global model blob can be fetched (event data only)
@@ -342,18 +420,24 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
     ) external onlyRole(AGGREGATOR_ROLE) {
         Round storage r = _rounds[roundId];
         if (r.phase != Phase.Open) revert RoundNotOpen(roundId);
-        if (block.timestamp <= r.deadline && !_allIn(roundId, r)) revert DeadlineNotReached(r.deadline);
-        if (modelHash == bytes32(0)) revert ZeroModelHash();
+        if (block.timestamp <= r.deadline && !_allIn(r)) revert DeadlineNotReached(r.deadline);
         (uint256 rejectedWeight, uint256 slashed) = _reject(roundId, rejected);
         uint256 weight = r.submittedWeight - rejectedWeight - _exclude(roundId, excluded);
         // Each verdict names a distinct submitted update, so this cannot underflow.
         uint256 accepted = r.submissions - rejected.length - excluded.length;
-        if (accepted < _params.quorum) revert QuorumNotReached(accepted, _params.quorum);
-        r.modelHash = modelHash;
         r.rejected = uint32(rejected.length);
         r.excluded = uint32(excluded.length);
+        _toTreasury(slashed);
+        if (accepted < _params.quorum) {
+            if (modelHash != bytes32(0)) revert ModelBelowQuorum(accepted, _params.quorum);
+            r.phase = Phase.Failed;
+            emit RoundFailed(roundId, accepted, rejected.length, excluded.length);
+            return;
+        }
+        if (modelHash == bytes32(0)) revert ZeroModelHash();
+        r.modelHash = modelHash;
         r.acceptedWeight = weight;
-        r.reward = _allocate(slashed);
+        r.reward = _allocate();
         r.phase = Phase.Finalized;
         latestModelHash = modelHash;
         emit RoundFinalized(roundId, modelHash, accepted, weight, r.reward, locator);
@@ -361,8 +445,8 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
 
     /**
      * @notice Cancel the open round: the aggregator at any time, anyone once the
-     * grace period after the deadline is over (so a dead aggregator cannot lock
-     * stakes). Nobody is paid or slashed; the model stays where it was.
+     * grace period after the deadline is over and no outcome was recorded (so a dead
+     * aggregator cannot lock stakes). Nobody is paid or slashed; the model stays where it was.
      * @param roundId the open round
      */
     function cancelRound(uint256 roundId) external {
@@ -424,7 +508,37 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         payable(msg.sender).sendValue(amount);
     }
 
+    /**
+     * @notice Send the slashed stake held for the treasury to it (anyone; pull payment, so a
+     * treasury that refuses ether delays only itself).
+     * @return amount wei sent
+     */
+    function withdrawTreasury() external nonReentrant returns (uint256 amount) {
+        address treasury = _params.treasury;
+        if (treasury == address(0)) revert NoTreasury();
+        amount = treasuryOwed;
+        if (amount == 0) revert NothingOwed(treasury);
+        treasuryOwed = 0;
+        emit TreasuryWithdrawn(treasury, amount);
+        payable(treasury).sendValue(amount);
+    }
+
     // ----------------------------------------------------------------- admin
+
+    /**
+     * @notice Grant a role (its admin; for DEFAULT_ADMIN_ROLE use the two-step transfer).
+     * Refused while a round is open, so that nobody changes hands in the middle of a round.
+     */
+    function grantRole(bytes32 role, address account) public override {
+        _requireNoOpenRound();
+        super.grantRole(role, account);
+    }
+
+    /// @notice Revoke a role (its admin). Refused while a round is open.
+    function revokeRole(bytes32 role, address account) public override {
+        _requireNoOpenRound();
+        super.revokeRole(role, account);
+    }
 
     /**
      * @notice Rotate the aggregator's sealing key (admin; not while a round is open,
@@ -433,8 +547,7 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
      */
     function setAggregatorKey(bytes32 key) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (key == bytes32(0)) revert ZeroEncryptionKey();
-        uint256 cur = currentRound;
-        if (cur != 0 && _rounds[cur].phase == Phase.Open) revert RoundStillOpen(cur);
+        _requireNoOpenRound();
         _params.aggregatorKey = key;
         emit AggregatorKeyChanged(key);
     }
@@ -472,16 +585,33 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
     /// @notice Whether the round may be finalized now.
     function canFinalize(uint256 roundId) external view returns (bool) {
         Round storage r = _rounds[roundId];
-        return r.phase == Phase.Open && (block.timestamp > r.deadline || _allIn(roundId, r));
+        return r.phase == Phase.Open && (block.timestamp > r.deadline || _allIn(r));
     }
 
-    /// @dev Moves the slashed stake to the pool and allocates this round's reward from it.
-    function _allocate(uint256 slashed) private returns (uint256 reward) {
-        totalStaked -= slashed;
-        uint256 pool = rewardPool + slashed;
+    /// @dev The effective cap on updates per round.
+    function _cap(uint32 maxUpdates) private pure returns (uint256) {
+        return maxUpdates == 0 ? MAX_UPDATES_PER_ROUND : maxUpdates;
+    }
+
+    function _requireNoOpenRound() private view {
+        uint256 cur = currentRound;
+        if (cur != 0 && _rounds[cur].phase == Phase.Open) revert RoundStillOpen(cur);
+    }
+
+    /// @dev Allocates this round's reward from the pool (funding only: slashes never reach it).
+    function _allocate() private returns (uint256 reward) {
+        uint256 pool = rewardPool;
         reward = Math.min(_params.rewardPerRound, pool);
         rewardPool = pool - reward;
         totalAllocated += reward;
+    }
+
+    /// @dev Moves slashed stake out of the stakes: to the treasury, or burned without one.
+    function _toTreasury(uint256 slashed) private {
+        if (slashed == 0) return;
+        totalStaked -= slashed;
+        if (_params.treasury == address(0)) totalBurned += slashed;
+        else treasuryOwed += slashed;
     }
 
     /// @dev Marks each rejected update and slashes its client; returns their weight and the total slashed.
@@ -490,6 +620,7 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         returns (uint256 weight, uint256 slashed)
     {
         uint256 bps = _params.slashBps;
+        uint256 minStake = _params.minStake;
         for (uint256 i = 0; i < rejected.length; ++i) {
             address a = rejected[i];
             Update storage u = _updates[roundId][a];
@@ -497,9 +628,14 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
             u.status = UpdateStatus.Rejected;
             weight += u.samples;
             Client storage c = _clients[a];
-            uint256 amount = Math.mulDiv(c.stake, bps, BPS);
-            c.stake -= amount;
+            uint256 before = c.stake;
+            uint256 amount = Math.mulDiv(before, bps, BPS);
+            c.stake = before - amount;
             slashed += amount;
+            // A client slashed below the minimum can no longer submit: it stops counting as eligible.
+            if (c.status == ClientStatus.Active && before >= minStake && before - amount < minStake) {
+                eligibleClients -= 1;
+            }
             emit UpdateRejected(roundId, a, amount);
         }
     }
@@ -516,10 +652,10 @@ contract FederatedLearning is AccessControl, ReentrancyGuard {
         }
     }
 
-    /// @dev Every active client has submitted (counting only submitters still active), or the cap is reached.
-    function _allIn(uint256 roundId, Round storage r) private view returns (bool) {
-        uint32 cap = _params.maxUpdatesPerRound;
-        return (r.submissions > 0 && r.submissions - _exitedSubmitters[roundId] >= activeClients)
-            || (cap != 0 && r.submissions >= cap);
+    /// @dev Every client that could submit when the round started (and still can) has submitted,
+    /// or the cap is reached. Late registrations and clients slashed below the minimum do not count.
+    function _allIn(Round storage r) private view returns (bool) {
+        return (r.submissions > 0 && r.eligibleSubmitted >= r.eligible)
+            || r.submissions >= _cap(_params.maxUpdatesPerRound);
     }
 }

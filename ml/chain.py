@@ -16,14 +16,18 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 ZERO32 = b"\x00" * 32
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 WEI = 10**18  # wei per ether
+# Seconds a newly nominated admin waits before it can accept the role (two-step transfer).
+DEFAULT_ADMIN_DELAY = 86_400
 
 
 class Phase(enum.IntEnum):
     NONE = 0
     OPEN = 1
     FINALIZED = 2
-    CANCELLED = 3
+    FAILED = 3  # closed below the quorum: rejections slashed, no model, no reward
+    CANCELLED = 4
 
 
 class UpdateStatus(enum.IntEnum):
@@ -60,19 +64,25 @@ ERROR_HINTS: dict[str, str] = {
     "GracePeriodNotOver": "only the aggregator may cancel before the grace period after the deadline is over",
     "AlreadySubmitted": "this client already submitted an update in this round (one per round)",
     "ZeroCommitment": "the commitment must be the keccak-256 of the sealed blob, never zero",
-    "CommitmentAlreadyUsed": "this exact blob was committed before (a replay); seal the update afresh",
+    "CommitmentAlreadyUsed": "this client committed to this exact blob before (a replay); seal the update afresh",
+    "NotAdmitted": "this job is permissioned: ask its registrar to admit the account (ape run admit) first",
+    "AboveAllowance": "the sample count is above the allowance the registrar gave this client",
+    "NotPermissioned": "this job is open: anyone with the stake may register, there is nobody to admit",
+    "ModelBelowQuorum": "a round below the quorum records no model: finalize it with a zero model hash",
+    "NoTreasury": "this job burns slashed stake (no treasury), there is nothing to send",
     "ZeroSamples": "an update must be trained on at least one sample",
     "TooManySamples": "the sample count is above the job's cap per update",
     "RoundFull": "the round reached its cap on updates; wait for the next round",
     "ZeroModelHash": "the new model hash must be the keccak-256 of the published model blob",
     "InvalidVerdict": "a rejected/excluded client did not submit in this round, or is listed twice",
-    "QuorumNotReached": "too few accepted updates to finalize; cancel the round instead",
     "RoundNotFinalized": "rewards can be claimed only for a finalized round",
     "NothingToClaim": "no accepted, unclaimed update of this client in that round",
     "NothingOwed": "nothing to withdraw; claim a round's reward first",
     "AccessControlUnauthorizedAccount": "the account lacks the role this function needs",
+    "AccessControlEnforcedDefaultAdminRules": "the admin role moves only by the two-step transfer "
+                                              "(beginDefaultAdminTransfer, then acceptDefaultAdminTransfer after the delay)",
     "InvalidParams": "fix the deployment parameter named in the message",
-    "ZeroAddress": "admin and aggregator must be real addresses",
+    "ZeroAddress": "admin, aggregator and admitted clients must be real addresses",
 }
 
 
@@ -125,6 +135,8 @@ class JobParams:
     modelSpecHash: bytes
     initialModelHash: bytes
     aggregatorKey: bytes
+    treasury: str = "0x0000000000000000000000000000000000000000"  # receives slashed stake; zero burns it
+    permissioned: bool = False  # clients need a registrar's admission and submit at most their allowance
 
     @property
     def norm_bound(self) -> float | None:
@@ -138,7 +150,13 @@ class JobParams:
         d = {k: getattr(s, k) for k in cls.__dataclass_fields__}
         for k in ("modelSpecHash", "initialModelHash", "aggregatorKey"):
             d[k] = bytes(d[k])
-        return cls(**{k: (int(v) if not isinstance(v, bytes) else v) for k, v in d.items()})
+        d["treasury"] = str(d["treasury"])
+        d["permissioned"] = bool(d["permissioned"])
+        return cls(**{k: (v if isinstance(v, (bytes, str, bool)) else int(v)) for k, v in d.items()})
+
+    @property
+    def burns_slashes(self) -> bool:
+        return int(self.treasury, 16) == 0
 
 
 @dataclass(frozen=True)
@@ -152,6 +170,8 @@ class RoundInfo:
     rejected: int
     excluded: int
     claims: int
+    eligible: int
+    eligible_submitted: int
     phase: Phase
     submitted_weight: int
     accepted_weight: int
@@ -176,6 +196,7 @@ class ClientInfo:
     encryption_key: bytes
     exit_requested_at: int
     last_submitted_round: int
+    counted_from: int
     status: ClientStatus
 
 
@@ -292,13 +313,14 @@ class FLContract:
 
     # ------------------------------------------------------------ creation
     @classmethod
-    def deploy(cls, deployer: Any, params: JobParams, admin: str, aggregator: str, meter: GasMeter | None = None) -> "FLContract":
+    def deploy(cls, deployer: Any, params: JobParams, admin: str, aggregator: str, meter: GasMeter | None = None,
+               admin_delay: int = DEFAULT_ADMIN_DELAY) -> "FLContract":
         from ape import project
         from ape.exceptions import ContractLogicError
 
         t0 = time.perf_counter()
         try:
-            instance = deployer.deploy(project.FederatedLearning, asdict(params), admin, aggregator)
+            instance = deployer.deploy(project.FederatedLearning, asdict(params), admin, aggregator, int(admin_delay))
         except ContractLogicError as exc:
             raise _decode_error("deploy FederatedLearning", exc) from None
         receipt = instance.creation_metadata.receipt
@@ -344,6 +366,8 @@ class FLContract:
             rejected=int(r.rejected),
             excluded=int(r.excluded),
             claims=int(r.claims),
+            eligible=int(r.eligible),
+            eligible_submitted=int(r.eligibleSubmitted),
             phase=Phase(int(r.phase)),
             submitted_weight=int(r.submittedWeight),
             accepted_weight=int(r.acceptedWeight),
@@ -358,10 +382,23 @@ class FLContract:
     def client(self, address: str) -> ClientInfo:
         c = self.contract.getClient(address)
         return ClientInfo(int(c.stake), bytes(c.encryptionKey), int(c.exitRequestedAt),
-                          int(c.lastSubmittedRound), ClientStatus(int(c.status)))
+                          int(c.lastSubmittedRound), int(c.countedFrom), ClientStatus(int(c.status)))
 
     def active_clients(self) -> int:
         return int(self.contract.activeClients())
+
+    def eligible_clients(self) -> int:
+        """Active clients with at least the minimum stake: those that can submit."""
+        return int(self.contract.eligibleClients())
+
+    def allowance(self, client: str) -> int:
+        return int(self.contract.allowance(client))
+
+    def treasury_owed(self) -> int:
+        return int(self.contract.treasuryOwed())
+
+    def total_burned(self) -> int:
+        return int(self.contract.totalBurned())
 
     def can_finalize(self, round_id: int) -> bool:
         return bool(self.contract.canFinalize(round_id))
@@ -376,7 +413,8 @@ class FLContract:
         return int(self.contract.rewardPool())
 
     def has_role(self, role: str, account: str) -> bool:
-        role_id = self.contract.AGGREGATOR_ROLE() if role == "aggregator" else self.contract.DEFAULT_ADMIN_ROLE()
+        role_id = {"aggregator": self.contract.AGGREGATOR_ROLE, "registrar": self.contract.REGISTRAR_ROLE}.get(
+            role, self.contract.DEFAULT_ADMIN_ROLE)()
         return bool(self.contract.hasRole(role_id, account))
 
     def submissions(self, round_id: int, from_block: int | None = None) -> list[Submission]:
@@ -474,6 +512,14 @@ class FLContract:
 
     def cancel(self, sender: Any, round_id: int) -> Any:
         return self._send("cancelRound", sender, round_id)
+
+    def admit(self, sender: Any, client: str, samples: int) -> Any:
+        return self._send("admit", sender, client, int(samples))
+
+    def withdraw_treasury(self, sender: Any) -> int:
+        receipt = self._send("withdrawTreasury", sender)
+        logs = [log for log in receipt.events if log.event_name == "TreasuryWithdrawn"]
+        return int(logs[0].amount) if logs else 0
 
     def fund(self, sender: Any, amount: int) -> Any:
         return self._send("fundRewards", sender, value=amount)

@@ -11,6 +11,9 @@ GRACE = 300
 REWARD = ETHER  # 1 ETH per round
 SLASH_BPS = 5000
 MAX_SAMPLES = 10_000
+# Receives slashed stake in the tests: an address nobody controls, so its balance only grows.
+TREASURY = "0x7eA5000000000000000000000000000000007eA5"
+ADMIN_DELAY = 3600  # seconds before a nominated admin can accept the role
 
 
 def default_params(**overrides) -> dict:
@@ -29,6 +32,8 @@ def default_params(**overrides) -> dict:
         modelSpecHash=b"\x11" * 32,
         initialModelHash=b"\x22" * 32,
         aggregatorKey=b"\x33" * 32,
+        treasury=TREASURY,
+        permissioned=False,
     )
     params.update(overrides)
     return params
@@ -63,8 +68,8 @@ def stranger(accounts):
 def deploy(project, admin, aggregator):
     """Deploys a job; keyword arguments override the default parameters."""
 
-    def _deploy(**overrides):
-        return admin.deploy(project.FederatedLearning, default_params(**overrides), admin, aggregator)
+    def _deploy(admin_delay=ADMIN_DELAY, **overrides):
+        return admin.deploy(project.FederatedLearning, default_params(**overrides), admin, aggregator, admin_delay)
 
     return _deploy
 

@@ -16,6 +16,7 @@ NEW_MODEL = b"\x44" * 32
 BPS = 10_000
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 AGGREGATOR_ROLE = keccak(text="AGGREGATOR_ROLE")
+REGISTRAR_ROLE = keccak(text="REGISTRAR_ROLE")
 # bytes4(keccak256("ReentrancyGuardReentrantCall()"))
 REENTRANT_CALL_SELECTOR = bytes.fromhex("3ee5aeb5")
 
@@ -30,7 +31,8 @@ class Phase(IntEnum):
     NONE = 0
     OPEN = 1
     FINALIZED = 2
-    CANCELLED = 3
+    FAILED = 3
+    CANCELLED = 4
 
 
 class UpdateStatus(IntEnum):
@@ -91,3 +93,9 @@ def fees(receipt) -> int:
 
 def event_args(receipt, name: str) -> list[dict]:
     return [dict(log.event_arguments) for log in receipt.events if log.event_name == name]
+
+
+def accounted(fl) -> int:
+    """Every wei the contract owes someone: it never holds less (it may hold more: forced ether)."""
+    return (fl.totalStaked() + fl.totalOwed() + fl.totalAllocated() + fl.rewardPool() + fl.treasuryOwed()
+            + fl.totalBurned())

@@ -59,14 +59,16 @@ def test_a_client_may_cancel_after_grace_period(fl, params, open_round, chain):
     assert tx.events == [fl.RoundCancelled(1, a)]
 
 
-def test_zero_grace_period(deploy, clients, stranger, aggregator, chain):
-    fl = deploy(gracePeriod=0)
+def test_shortest_grace_period(deploy, clients, stranger, aggregator, chain):
+    """A grace period of zero is refused (tests/contracts/test_registry.py): the aggregator always
+    has at least one second after the deadline in which nobody else can cancel."""
+    fl = deploy(gracePeriod=1)
     fl.startRound(sender=aggregator)
     deadline = fl.getRound(1).deadline
-    set_time(chain, deadline)
-    with ape.reverts(fl.GracePeriodNotOver, cancelTime=deadline):
-        fl.cancelRound(1, sender=stranger)
     set_time(chain, deadline + 1)
+    with ape.reverts(fl.GracePeriodNotOver, cancelTime=deadline + 1):
+        fl.cancelRound(1, sender=stranger)
+    set_time(chain, deadline + 2)
     fl.cancelRound(1, sender=stranger)
 
 

@@ -4,6 +4,7 @@ import pytest
 from .fl_helpers import (
     AGGREGATOR_ROLE,
     BPS,
+    accounted,
     ZERO32,
     Phase,
     UpdateStatus,
@@ -70,8 +71,11 @@ def test_no_early_finalize_without_submissions(fl, aggregator, start_round, chai
     with ape.reverts(fl.DeadlineNotReached):
         fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
     set_time(chain, fl.getRound(1).deadline + 1)
-    with ape.reverts(fl.QuorumNotReached, accepted=0, quorum=1):
+    with ape.reverts(fl.ModelBelowQuorum, accepted=0, quorum=1):
         fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+    tx = fl.finalizeRound(1, ZERO32, [], [], "", sender=aggregator)  # no model: the round fails
+    assert event_args(tx, "RoundFailed") == [dict(roundId=1, accepted=0, rejected=0, excluded=0)]
+    assert fl.getRound(1).phase == Phase.FAILED
 
 
 def test_no_early_finalize_when_a_submitter_exits(fl, clients, register, start_round, submit, aggregator, chain):
@@ -183,7 +187,7 @@ def test_rejected_slashed_excluded_untouched(fl, params, clients, register, star
         dict(roundId=1, client=e.address, slashed=slash_e),
     ]
     assert event_args(tx, "UpdateExcluded") == [dict(roundId=1, client=d.address)]
-    pool = params.rewardPerRound // 2 + slash_b + slash_e
+    pool = params.rewardPerRound // 2  # slashes never reach the pool
     reward = min(params.rewardPerRound, pool)
     accepted_weight = 10 + 30
     fin = event_args(tx, "RoundFinalized")
@@ -213,11 +217,11 @@ def test_rejected_slashed_excluded_untouched(fl, params, clients, register, star
     assert fl.getUpdate(1, d).status == UpdateStatus.EXCLUDED
     # the evidence stays on chain
     assert fl.getUpdate(1, b).commitment == commitment(1, b.address)
-    assert fl.commitmentUsed(commitment(1, b.address))
+    assert fl.commitmentUsed(b, commitment(1, b.address))
     # excluded and rejected are never paid
     assert fl.claimable(1, d) == fl.claimable(1, b) == 0
     assert fl.claimable(1, a) == mul_div(reward, 10, accepted_weight)
-    assert fl.balance == fl.totalStaked() + fl.totalOwed() + fl.totalAllocated() + fl.rewardPool()
+    assert fl.balance == accounted(fl)
 
 
 @pytest.mark.parametrize("slash_bps", [0, 1, 3333, BPS])
@@ -235,8 +239,10 @@ def test_slash_fraction(deploy, clients, aggregator, chain, slash_bps):
     assert event_args(tx, "UpdateRejected") == [dict(roundId=1, client=b.address, slashed=slashed)]
     assert slashed <= stake
     assert fl.getClient(b).stake == stake - slashed
-    # the fresh pool holds only the slash, so it is all this round's reward (capped)
-    assert fl.getRound(1).reward == min(slashed, fl.params().rewardPerRound)
+    # the slash goes to the treasury; the unfunded pool gives this round no reward
+    assert fl.treasuryOwed() == slashed
+    assert fl.getRound(1).reward == 0
+    assert fl.rewardPool() == 0
 
 
 def test_slash_whole_stake_then_withdraw_nothing(deploy, clients, aggregator, chain):
@@ -305,6 +311,7 @@ def test_reward_per_round_zero(deploy, clients, aggregator, funder):
 
 
 def test_quorum(deploy, clients, aggregator, chain):
+    """Below the quorum a model is refused; the same verdicts with no model fail the round."""
     fl = deploy(quorum=2)
     a, b, c, d = clients[:4]
     for i, x in enumerate((a, b, c, d)):
@@ -312,13 +319,15 @@ def test_quorum(deploy, clients, aggregator, chain):
     fl.startRound(sender=aggregator)
     for i, x in enumerate((a, b, c, d)):
         fl.submitUpdate(1, commitment(1, i), 10, "", sender=x)
-    with ape.reverts(fl.QuorumNotReached, accepted=1, quorum=2):
+    with ape.reverts(fl.ModelBelowQuorum, accepted=1, quorum=2):
         fl.finalizeRound(1, MODEL, [a, b], [c], "", sender=aggregator)
-    with ape.reverts(fl.QuorumNotReached, accepted=1, quorum=2):
+    with ape.reverts(fl.ModelBelowQuorum, accepted=1, quorum=2):
         fl.finalizeRound(1, MODEL, [], [a, b, c], "", sender=aggregator)
-    with ape.reverts(fl.QuorumNotReached, accepted=0, quorum=2):
+    with ape.reverts(fl.ModelBelowQuorum, accepted=0, quorum=2):
         fl.finalizeRound(1, MODEL, [a, b, c, d], [], "", sender=aggregator)
-    # a failed finalize changes nothing
+    with ape.reverts(fl.ZeroModelHash):  # at the quorum a model is required
+        fl.finalizeRound(1, ZERO32, [a], [b], "", sender=aggregator)
+    # a refused finalize changes nothing
     assert fl.getUpdate(1, a).status == UpdateStatus.SUBMITTED
     assert fl.getClient(a).stake == fl.params().minStake
     tx = fl.finalizeRound(1, MODEL, [a], [b], "", sender=aggregator)
@@ -326,16 +335,26 @@ def test_quorum(deploy, clients, aggregator, chain):
 
 
 def test_quorum_not_reached_after_deadline(deploy, clients, aggregator, chain):
+    """One update against a quorum of two: the round fails with no model; nobody is paid."""
     fl = deploy(quorum=2)
+    fl.fundRewards(sender=aggregator, value=10**18)
     a, b = clients[:2]
     for x in (a, b):
         fl.register(key(0), sender=x, value=fl.params().minStake)
     fl.startRound(sender=aggregator)
     fl.submitUpdate(1, commitment(1, 0), 10, "", sender=a)
     set_time(chain, fl.getRound(1).deadline + 1)
-    with ape.reverts(fl.QuorumNotReached, accepted=1, quorum=2):
-        fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
-    fl.cancelRound(1, sender=aggregator)  # the way out
+    tx = fl.finalizeRound(1, ZERO32, [], [], "", sender=aggregator)
+    assert event_args(tx, "RoundFailed") == [dict(roundId=1, accepted=1, rejected=0, excluded=0)]
+    r = fl.getRound(1)
+    assert r.phase == Phase.FAILED and r.reward == 0 and r.modelHash == ZERO32
+    assert fl.latestModelHash() == fl.params().initialModelHash
+    assert fl.rewardPool() == 10**18 and fl.totalAllocated() == 0
+    assert fl.claimable(1, a) == 0
+    with ape.reverts(fl.RoundNotFinalized, roundId=1):
+        fl.claimReward(1, sender=a)
+    fl.startRound(sender=aggregator)  # a failed round is closed: the next one can start
+    assert fl.getRound(2).baseModelHash == fl.params().initialModelHash
 
 
 # -------------------------------------------------------------- InvalidVerdict

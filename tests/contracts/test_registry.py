@@ -42,8 +42,10 @@ def test_constructor_state(fl, make_params, admin, aggregator, stranger):
 def test_constructor_zero_address(project, make_params, admin, aggregator, which):
     a = ZERO_ADDRESS if which in ("admin", "both") else admin
     g = ZERO_ADDRESS if which in ("aggregator", "both") else aggregator
-    with ape.reverts(project.FederatedLearning.ZeroAddress):
-        admin.deploy(project.FederatedLearning, make_params(), a, g)
+    # OpenZeppelin's AccessControlDefaultAdminRules checks the admin first, in its constructor.
+    error = "AccessControlInvalidDefaultAdmin" if a == ZERO_ADDRESS else "ZeroAddress"
+    with ape.reverts(getattr(project.FederatedLearning, error)):
+        admin.deploy(project.FederatedLearning, make_params(), a, g, 3600)
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,9 @@ def test_constructor_zero_address(project, make_params, admin, aggregator, which
     [
         (dict(quorum=0), "quorum must be at least 1"),
         (dict(quorum=3, maxUpdatesPerRound=2), "maxUpdatesPerRound below quorum"),
+        (dict(quorum=1001, maxUpdatesPerRound=0), "maxUpdatesPerRound below quorum"),  # 0 = the contract's 1000
+        (dict(maxUpdatesPerRound=1001), "maxUpdatesPerRound above MAX_UPDATES_PER_ROUND"),
+        (dict(gracePeriod=0), "gracePeriod is zero"),
         (dict(slashBps=BPS + 1), "slashBps above 10000"),
         (dict(submissionPeriod=0), "submissionPeriod is zero"),
         (dict(maxSamplesPerUpdate=0), "maxSamplesPerUpdate is zero"),
@@ -70,8 +75,10 @@ def test_constructor_invalid_params(project, deploy, overrides, reason):
         dict(slashBps=BPS),  # the whole stake
         dict(slashBps=0),
         dict(quorum=3, maxUpdatesPerRound=3),  # cap == quorum
-        dict(quorum=5, maxUpdatesPerRound=0),  # no cap
-        dict(unbondingPeriod=0, gracePeriod=0, rewardPerRound=0),
+        dict(quorum=5, maxUpdatesPerRound=0),  # the contract's cap (MAX_UPDATES_PER_ROUND)
+        dict(quorum=1000, maxUpdatesPerRound=1000),
+        dict(unbondingPeriod=0, gracePeriod=1, rewardPerRound=0),
+        dict(treasury=ZERO_ADDRESS, permissioned=True),
         dict(modelSpecHash=ZERO32, normBound=123),
     ],
 )

@@ -1,11 +1,12 @@
 """Rewards: fundRewards, claimReward (mulDiv shares, dust), withdrawRewards (pull payment)."""
 import ape
 import pytest
-from .fl_helpers import UpdateStatus, event_args, fees, mul_div
+from .fl_helpers import ZERO_ADDRESS, UpdateStatus, accounted, event_args, fees, mul_div
+from ..conftest import TREASURY
 
 
 def _accounting_holds(fl):
-    assert fl.balance == fl.totalStaked() + fl.totalOwed() + fl.totalAllocated() + fl.rewardPool()
+    assert fl.balance == accounted(fl)
 
 
 # ----------------------------------------------------------------- fundRewards
@@ -159,7 +160,8 @@ def test_claims_across_rounds_accumulate(fl, params, clients, register, start_ro
     _accounting_holds(fl)
 
 
-def test_slashed_stake_funds_the_round_reward(fl, params, clients, register, start_round, submit, finalize):
+def test_slashed_stake_goes_to_the_treasury_not_the_reward(fl, params, clients, register, start_round, submit,
+                                                           finalize, stranger):
     a, b = clients[:2]
     register(a, b)
     start_round()
@@ -167,9 +169,37 @@ def test_slashed_stake_funds_the_round_reward(fl, params, clients, register, sta
     submit(b, samples=10)
     finalize(rejected=[b])
     slashed = mul_div(params.minStake, params.slashBps, 10_000)
-    assert fl.getRound(1).reward == slashed  # pool was empty: all of it is the slash
-    tx = fl.claimReward(1, sender=a)
-    assert event_args(tx, "RewardClaimed")[0]["amount"] == slashed  # a is the only accepted update
+    assert fl.getRound(1).reward == 0  # the pool was empty, and a slash never fills it
+    assert fl.rewardPool() == 0
+    assert fl.treasuryOwed() == slashed
+    assert fl.claimable(1, a) == 0
+    _accounting_holds(fl)
+    before = fl.provider.get_balance(TREASURY)
+    tx = fl.withdrawTreasury(sender=stranger)  # anyone may send it on
+    assert tx.events == [fl.TreasuryWithdrawn(TREASURY, slashed)]
+    assert fl.provider.get_balance(TREASURY) == before + slashed
+    assert fl.treasuryOwed() == 0
+    _accounting_holds(fl)
+    with ape.reverts(fl.NothingOwed, client=TREASURY):
+        fl.withdrawTreasury(sender=stranger)
+
+
+def test_slashed_stake_is_burned_without_treasury(deploy, params, clients, aggregator, chain, stranger):
+    from .fl_helpers import commitment, key, set_time
+
+    fl = deploy(treasury=ZERO_ADDRESS)
+    a, b = clients[:2]
+    for x in (a, b):
+        fl.register(key(0), sender=x, value=params.minStake)
+    fl.startRound(sender=aggregator)
+    fl.submitUpdate(1, commitment(1, 0), 10, "", sender=a)
+    fl.submitUpdate(1, commitment(1, 1), 10, "", sender=b)
+    fl.finalizeRound(1, b"\x44" * 32, [b], [], "", sender=aggregator)
+    slashed = mul_div(params.minStake, params.slashBps, 10_000)
+    assert fl.totalBurned() == slashed
+    assert fl.treasuryOwed() == 0 and fl.rewardPool() == 0
+    with ape.reverts(fl.NoTreasury):
+        fl.withdrawTreasury(sender=stranger)
     _accounting_holds(fl)
 
 

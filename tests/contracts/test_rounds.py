@@ -76,7 +76,8 @@ def test_submit(fl, clients, register, start_round):
     assert u.commitment == com
     assert u.samples == 321
     assert u.status == UpdateStatus.SUBMITTED
-    assert fl.commitmentUsed(com)
+    assert fl.commitmentUsed(c, com)
+    assert not fl.commitmentUsed(clients[1], com)  # per client
     assert fl.getClient(c).lastSubmittedRound == rid
     r = fl.getRound(rid)
     assert r.submissions == 1
@@ -168,19 +169,21 @@ def test_submit_zero_commitment(fl, clients, register, start_round):
 
 
 def test_commitment_reuse(fl, clients, register, start_round, finalize):
+    """A commitment is single-use per client (a replay); another client may commit to the same bytes
+    (a copy it cannot open: the seal binds the client, so the copier is the one rejected)."""
     a, b = clients[:2]
     register(a, b)
     start_round()
     com = commitment(1, "shared")
     fl.submitUpdate(1, com, 10, "", sender=a)
-    with ape.reverts(fl.CommitmentAlreadyUsed, commitment=com):  # another client, same round
-        fl.submitUpdate(1, com, 10, "", sender=b)
+    fl.submitUpdate(1, com, 10, "", sender=b)  # another client, same round: not blocked, not blocking
     finalize()
     start_round()
     with ape.reverts(fl.CommitmentAlreadyUsed, commitment=com):  # same client, a later round
         fl.submitUpdate(2, com, 10, "", sender=a)
     with ape.reverts(fl.CommitmentAlreadyUsed, commitment=com):
         fl.submitUpdate(2, com, 10, "", sender=b)
+    assert fl.commitmentUsed(a, com) and fl.commitmentUsed(b, com)
 
 
 def test_submit_samples_bounds(fl, params, clients, register, start_round, submit):
