@@ -48,7 +48,12 @@ PARAMS = dict(
     modelSpecHash=b"\x11" * 32,
     initialModelHash=b"\x22" * 32,
     aggregatorKey=b"\x33" * 32,
+    treasury="0x7eA5000000000000000000000000000000007eA5",  # slashes go here (a non-zero one: the costly path)
+    permissioned=False,
 )
+ADMIN_DELAY = 3600
+BLOCK_GAS_LIMIT = 30_000_000
+MAX_UPDATES_PER_ROUND = 1000  # the contract's bound
 
 
 def _nonzero(i: int, width: int) -> bytes:
@@ -92,7 +97,7 @@ class Bench:
 
     def deploy(self, **overrides):
         params = dict(PARAMS, **overrides)
-        return self.admin.deploy(self.project.FederatedLearning, params, self.admin, self.aggregator)
+        return self.admin.deploy(self.project.FederatedLearning, params, self.admin, self.aggregator, ADMIN_DELAY)
 
     def clients(self, n: int) -> list:
         """n funded client accounts (test accounts first, then extra ones)."""
@@ -154,13 +159,25 @@ class Bench:
         self.record(s, "requestExit", fl.requestExit(sender=b))
         self.past(fl.getClient(b).exitRequestedAt + PARAMS["unbondingPeriod"])
         self.record(s, "withdrawStake", fl.withdrawStake(sender=b))
+        # A round below the quorum (here: its only update rejected) fails; the slash goes to the treasury.
+        fl.startRound(sender=self.aggregator)
+        fl.submitUpdate(3, _commitment(3, 0), 100, "", sender=a)
+        self.past(fl.getRound(3).deadline)
+        self.record(s, "finalizeRound", fl.finalizeRound(3, b"\x00" * 32, [a.address], [], "",
+                                                         sender=self.aggregator), "below the quorum: Failed, 1 rejected")
+        self.record(s, "withdrawTreasury", fl.withdrawTreasury(sender=self.funder))
+        self.record(s, "grantRole", fl.grantRole(fl.AGGREGATOR_ROLE(), c, sender=self.admin), "between rounds")
+        pl = self.deploy(permissioned=True)
+        self.record(s, "admit", pl.admit(c, 100, sender=self.admin), "permissioned job")
+        self.record(s, "register", pl.register(_key(9), sender=c, value=MIN_STAKE), "permissioned, admitted")
         print(f"  functions: {time.time() - t0:.1f}s", file=sys.stderr)
 
     def verdicts(self, cases=((0, 0), (10, 0), (50, 0), (0, 10), (0, 50), (10, 10))):
         s = "finalizeRound"
         for rejected, excluded in cases:
             t0 = time.time()
-            n = rejected + excluded + 1
+            n = min(rejected + excluded + 1, MAX_UPDATES_PER_ROUND)
+            rejected = min(rejected, n - excluded)
             fl = self.deploy()
             fl.fundRewards(sender=self.funder, value=10 * ETHER)
             cl = self.clients(n)
@@ -169,7 +186,8 @@ class Bench:
             rid, _ = self.round_with(fl, cl)
             rej = [x.address for x in cl[1 : 1 + rejected]]
             exc = [x.address for x in cl[1 + rejected : 1 + rejected + excluded]]
-            tx = fl.finalizeRound(rid, b"\x44" * 32, rej, exc, "", sender=self.aggregator)
+            model = b"\x44" * 32 if n - rejected - excluded >= PARAMS["quorum"] else b"\x00" * 32
+            tx = fl.finalizeRound(rid, model, rej, exc, "", sender=self.aggregator)
             self.record(s, "finalizeRound", tx, f"{rejected} rejected, {excluded} excluded")
             print(f"  finalize {rejected}/{excluded}: {time.time() - t0:.1f}s", file=sys.stderr)
 
@@ -278,7 +296,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     default_sizes = "10,40" if args.quick else "10,100,1000"
     sizes = [int(x) for x in (args.sizes or default_sizes).split(",") if x]
-    cases = ((0, 0), (10, 0), (0, 10)) if args.quick else ((0, 0), (10, 0), (50, 0), (0, 10), (0, 50), (10, 10))
+    # The last full case is the bound: a full round (MAX_UPDATES_PER_ROUND updates), every one rejected.
+    cases = ((0, 0), (10, 0), (0, 10)) if args.quick else (
+        (0, 0), (10, 0), (50, 0), (0, 10), (0, 50), (10, 10), (MAX_UPDATES_PER_ROUND, 0))
 
     os.chdir(ROOT)  # the Ape project is the current directory
     venv_bin = str(ROOT / ".venv" / "bin")
@@ -296,6 +316,12 @@ def main(argv=None) -> int:
         chain_id = provider.chain_id
     _table(bench.rows, problems, args.network)
 
+    worst = max((r for r in bench.rows if r["function"] == "finalizeRound"), key=lambda r: r["gas"])
+    fits = worst["gas"] < BLOCK_GAS_LIMIT
+    print(f"largest verdict list measured: finalizeRound {worst['note']}: {worst['gas']:,} gas, "
+          f"{worst['gas'] / BLOCK_GAS_LIMIT:.2f} of a 30M block")
+    if not fits:
+        problems.append(f"finalizeRound with {worst['note']} needs {worst['gas']:,} gas, above a 30M block")
     out = Path(args.out) / ("gas_quick.json" if args.quick else "gas.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     result = dict(
@@ -308,6 +334,7 @@ def main(argv=None) -> int:
         sizes=sizes,
         constant_in_clients=not problems,
         problems=problems,
+        largest_verdicts=dict(note=worst["note"], gas=worst["gas"], block_fraction=round(worst["gas"] / BLOCK_GAS_LIMIT, 3)),
         seconds=round(time.time() - started, 1),
         rows=bench.rows,
     )

@@ -15,7 +15,7 @@ from eth_utils import to_checksum_address
 
 from . import codec
 from .aggregation import AggregateResult, ClientUpdate, aggregate, check_norm
-from .chain import ChainError, FLContract, Phase, RoundInfo
+from .chain import ZERO32, FLContract, Phase, RoundInfo
 from .models import ModelSpec, tensor_names
 from .sealing import SealContext, SealError, open_sealed
 from .store import BlobIntegrityError, BlobNotFoundError, BlobStore, BlobStoreError
@@ -58,7 +58,7 @@ class RoundComputation:
 @dataclass
 class RoundOutcome:
     round_id: int
-    status: str  # finalized | cancelled
+    status: str  # finalized | failed (below the quorum: verdicts applied, no model) | cancelled
     model_hash: bytes | None
     accepted: list[str]
     excluded: list[str]
@@ -219,7 +219,12 @@ class Aggregator:
             return self.fl.start_round(self.account)
 
     def finalize(self, round_id: int) -> RoundOutcome:
-        """Computes the round and records it on chain (or cancels it below quorum)."""
+        """Computes the round and records it on chain.
+
+        Verdicts never depend on the quorum: below it the round is closed as Failed with no
+        model, and its rejected updates are slashed all the same (a bad update cannot escape
+        its slash by making the round miss the quorum).
+        """
         gas0 = self.fl.meter.total
         comp = compute_round(
             self.fl, self.store, self.private_key, self.spec, round_id,
@@ -232,11 +237,12 @@ class Aggregator:
         samples = {u.key: u.num_samples for u in comp.valid}
         if comp.result is None or len(comp.accepted) < params.quorum:
             with self.timings.measure("chain"):
-                self.fl.cancel(self.account, round_id)
+                self.fl.finalize(self.account, round_id, ZERO32, rejected, comp.excluded, "")
             return RoundOutcome(
-                round_id, "cancelled", None, comp.accepted, comp.excluded, comp.rejected,
+                round_id, "failed", None, comp.accepted, comp.excluded, comp.rejected,
                 gas=self.fl.meter.total - gas0,
-                note=f"{len(comp.accepted)} valid update(s), quorum is {params.quorum}",
+                note=f"{len(comp.accepted)} valid update(s), quorum is {params.quorum}: no model, "
+                     f"{len(rejected)} rejection(s) slashed",
                 samples=samples,
             )
         loss = accuracy = float("nan")
@@ -248,14 +254,7 @@ class Aggregator:
             model_hash = self.store.put(comp.model_blob)
             locator = self.store.locator(model_hash)
         with self.timings.measure("chain"):
-            try:
-                self.fl.finalize(self.account, round_id, model_hash, rejected, comp.excluded, locator)
-            except ChainError as exc:
-                if exc.error_name == "QuorumNotReached":
-                    self.fl.cancel(self.account, round_id)
-                    return RoundOutcome(round_id, "cancelled", None, comp.accepted, comp.excluded, comp.rejected,
-                                        gas=self.fl.meter.total - gas0, note=str(exc), samples=samples)
-                raise
+            self.fl.finalize(self.account, round_id, model_hash, rejected, comp.excluded, locator)
             reward = self.fl.round(round_id).reward
         return RoundOutcome(
             round_id, "finalized", model_hash, comp.accepted, comp.excluded, comp.rejected,

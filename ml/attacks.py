@@ -12,7 +12,11 @@ import numpy as np
 WEIGHT_ATTACKS = ("signflip", "scale", "nan")
 DATA_ATTACKS = ("labelflip",)
 BLOB_ATTACKS = ("tamper", "garbage")
-ATTACKS = WEIGHT_ATTACKS + DATA_ATTACKS + BLOB_ATTACKS
+# Claims 100x its real sample count (the FedAvg weight and the reward share): an open job's only
+# defence is its per-update cap; a permissioned job refuses anything above the registrar's allowance.
+SAMPLE_ATTACKS = ("inflate",)
+INFLATE_FACTOR = 100
+ATTACKS = WEIGHT_ATTACKS + DATA_ATTACKS + BLOB_ATTACKS + SAMPLE_ATTACKS
 
 Weights = list[np.ndarray]
 

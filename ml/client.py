@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import attacks, codec
-from .chain import FLContract, Phase, UpdateStatus
+from .chain import ChainError, FLContract, Phase, UpdateStatus
 from .models import ModelSpec, tensor_names
 from .sealing import SealContext, seal
 from .store import BlobStore, LocalStore
@@ -38,6 +38,9 @@ class SubmitResult:
     locator: str
     train_loss: float
     skipped: str | None = None  # why nothing was submitted (already submitted, round closed, ...)
+
+
+RESEAL_ATTEMPTS = 3
 
 
 class ClientError(RuntimeError):
@@ -117,9 +120,28 @@ class Client:
             blob = self._sealed_blob(weights, round_id)
             commitment, locator = self._store(blob)
 
+        samples = result.num_samples * (attacks.INFLATE_FACTOR if self.attack == "inflate" else 1)
         with self.timings.measure("chain"):
-            self.fl.submit(self.account, round_id, commitment, result.num_samples, locator)
-        return SubmitResult(round_id, self.address, commitment, result.num_samples, locator, float(result.loss))
+            commitment, locator = self._submit(round_id, weights, commitment, locator, samples)
+        return SubmitResult(round_id, self.address, commitment, samples, locator, float(result.loss))
+
+    def _submit(self, round_id: int, weights: list[np.ndarray], commitment: bytes, locator: str,
+                samples: int) -> tuple[bytes, str]:
+        """Submits; a commitment this client used before (a replayed blob) is sealed afresh and sent again.
+
+        Sealing draws a fresh key and nonce, so the new blob has a new commitment; the contract
+        refuses a commitment only per client, so no other client can make this fail.
+        """
+        for attempt in range(RESEAL_ATTEMPTS):
+            try:
+                self.fl.submit(self.account, round_id, commitment, samples, locator)
+                return commitment, locator
+            except ChainError as exc:
+                if exc.error_name != "CommitmentAlreadyUsed" or attempt == RESEAL_ATTEMPTS - 1:
+                    raise
+            with self.timings.measure("encode_seal_store"):
+                commitment, locator = self._store(self._sealed_blob(weights, round_id))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def seal_context(self, round_id: int) -> SealContext:
         return SealContext(chain_id=self.chain_id, contract=self.fl.address, round_id=round_id, client=self.address)

@@ -22,6 +22,8 @@ import numpy as np
 from . import aggregation, codec, report
 from .aggregator import Aggregator, RoundOutcome
 from .attacks import check_attack
+from eth_utils import to_checksum_address
+
 from .chain import (
     ChainError,
     ClientStatus,
@@ -32,6 +34,7 @@ from .chain import (
     Phase,
     UpdateStatus,
     WEI,
+    ZERO_ADDRESS,
     advance_time_past,
     is_dev_chain,
     load_deployment,
@@ -83,6 +86,8 @@ class FederationConfig:
     reward_eth: float = 0.1
     slash_bps: int = 5000
     quorum: int = 1
+    treasury: str = ZERO_ADDRESS  # receives slashed stake; the zero address burns it
+    permissioned: bool = False  # the admin admits each client with its true sample count
     seed: int = 0
     out: Path = Path("out")
     store: str | None = None
@@ -107,6 +112,10 @@ class FederationConfig:
             check_attack(self.attack)
         if self.quorum < 1:
             raise FederationError("--quorum must be at least 1")
+        from eth_utils import is_address
+
+        if not is_address(self.treasury):
+            raise FederationError(f"--treasury must be an address (0x followed by 40 hex digits), got {self.treasury!r}")
 
     @property
     def per_round(self) -> int:
@@ -139,6 +148,10 @@ class FederationResult:
 
 def _eth(x: float) -> int:
     return int(round(x * WEI))
+
+
+def _fmt_eth(wei: int) -> str:
+    return f"{wei / WEI:.6g} ETH"
 
 
 def _accounts(n_clients: int) -> tuple[Any, Any, list[Any]]:
@@ -199,6 +212,10 @@ class Federation:
                 if fl.params().aggregatorKey != public_key_of(private):
                     raise FederationError(f"{key_file} does not hold the aggregator key recorded on chain; "
                                           "use --fresh to deploy a new job")
+                p = fl.params()
+                if (p.permissioned, p.treasury.lower()) != (cfg.permissioned, cfg.treasury.lower()):
+                    raise FederationError(f"the job in {dep_file} was deployed with permissioned={p.permissioned}, "
+                                          f"treasury {p.treasury}; use --fresh to deploy one with these options")
                 self.log(f"[bold]Resuming[/] the job at {dep.address} (from {dep_file})")
                 return fl, private
             self.log(f"The deployment in {dep_file} is not usable on {net} (new chain or other settings): deploying anew")
@@ -223,9 +240,12 @@ class Federation:
             modelSpecHash=spec.hash(),
             initialModelHash=init_hash,
             aggregatorKey=keypair.public,
+            treasury=to_checksum_address(cfg.treasury),
+            permissioned=cfg.permissioned,
         )
         with self.timings.measure("chain"):
-            fl = FLContract.deploy(admin, params, admin.address, aggregator.address, meter=self.meter)
+            fl = FLContract.deploy(admin, params, admin.address, aggregator.address, meter=self.meter,
+                                   admin_delay=3600)
         save_deployment(dep_file, Deployment(
             network=net, chain_id=chain.chain_id, address=fl.address, block=fl.deploy_block,
             params=params.to_json(), model_spec=spec.to_dict(), aggregator=aggregator.address, admin=admin.address,
@@ -297,6 +317,8 @@ class Federation:
         from ape import chain
 
         for c in clients:
+            if params.permissioned and fl.allowance(c.address) == 0:
+                fl.admit(admin, c.address, len(c.x))  # the registrar knows its members' data sizes
             # Accounts beyond the chain's pre-funded ones start empty: the admin funds them.
             want = params.minStake + 10**18
             if chain.provider.get_balance(c.address) < want:
@@ -399,9 +421,9 @@ class Federation:
         for ev in fl.events("UpdateRejected"):
             slashes[str(ev.client)] = slashes.get(str(ev.client), 0) + int(ev.slashed)
         client_rows = []
-        finalized = [r.round_id for r in rows if r.status == "finalized"]
+        closed = [r.round_id for r in rows if r.status in ("finalized", "failed")]
         for i, c in enumerate(clients):
-            statuses = [fl.update(r, c.address).status for r in finalized]
+            statuses = [fl.update(r, c.address).status for r in closed]
             client_rows.append(dict(
                 address=c.address, role=f"attacker ({cfg.attack})" if i in attackers else "honest",
                 samples=len(c.x),
@@ -423,6 +445,9 @@ class Federation:
             f"global model hash   0x{final_hash.hex()}",
             f"final accuracy      {final_acc:.4f}" + (f"   centralized baseline {baseline:.4f}   gap {100 * (baseline - final_acc):+.2f} points"
                                                     if baseline is not None else ""),
+            f"slashed stake       {_fmt_eth(sum(slashes.values()))} "
+            + ("burned (no treasury)" if fl.params().burns_slashes else f"to the treasury {fl.params().treasury}")
+            + "; never to the reward pool",
             f"gas                 {self.meter.total:,} in all; per round "
             f"{int(np.mean([r.gas for r in rows if r.gas])) if any(r.gas for r in rows) else 0:,}",
             f"wall time           {wall:.1f} s",
@@ -436,6 +461,8 @@ class Federation:
             model_spec=spec.to_dict(), model_spec_hash="0x" + spec.hash().hex(),
             final_model_hash="0x" + final_hash.hex(), final_accuracy=final_acc, baseline_accuracy=baseline,
             rounds=[asdict(r) for r in rows], clients=client_rows, timings=phases, wall_seconds=wall,
+            treasury=fl.params().treasury, slashed_total=sum(slashes.values()),
+            permissioned=fl.params().permissioned,
             gas_total=self.meter.total, gas_by_function=self.meter.gas, calls_by_function=self.meter.calls,
         )
         report.write_json(self.out / "report.json", data)

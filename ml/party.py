@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from eth_utils import to_checksum_address
 
 from . import aggregation, codec
 from .chain import (
@@ -50,6 +51,8 @@ from .chain import (
     Phase,
     UpdateStatus,
     WEI,
+    ZERO_ADDRESS,
+    DEFAULT_ADMIN_DELAY,
     is_dev_chain,
     load_deployment,
     network_name,
@@ -61,6 +64,7 @@ from .store import BlobStore, open_store
 from .training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE  # TensorFlow loads lazily
 
 STRATEGIES = tuple(aggregation.STRATEGIES)
+MAX_UPDATES_PER_ROUND = 1000  # the contract's bound (FederatedLearning.MAX_UPDATES_PER_ROUND)
 DEFAULT_DEPLOYMENTS = "deployments.json"
 DEFAULT_KEY_FILE = "aggregator.key"
 DEFAULT_STORE = "store"
@@ -100,6 +104,17 @@ def parse_eth(value: Any, what: str = "amount") -> int:
     if amount != amount.to_integral_value():
         raise PartyError(f"{what}: {value!r} is not a whole number of wei")
     return int(amount)
+
+
+def _parse_bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise PartyError(f"{what}: cannot read {value!r}; write true or false")
 
 
 _SECONDS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -401,7 +416,7 @@ class DeployConfig:
     submission_period: int = 600
     grace: int = 600
     quorum: int = 1
-    cap: int = 0  # maxUpdatesPerRound, 0 = none
+    cap: int = 0  # maxUpdatesPerRound, 0 = the contract's MAX_UPDATES_PER_ROUND (1000)
     max_samples: int = 100_000
     slash_bps: int = 5000
     reward: int = WEI // 100  # per round
@@ -413,12 +428,27 @@ class DeployConfig:
     strategy: str = "fedavg"
     strategy_params: dict[str, Any] = field(default_factory=dict)
     fund: int = 0  # wei put in the reward pool at deployment
+    treasury: str = ZERO_ADDRESS  # receives slashed stake; the zero address burns it
+    permissioned: bool = False  # clients need a registrar's admission with a sample allowance
+    admin_delay: int = DEFAULT_ADMIN_DELAY  # seconds before a nominated admin may accept the role
 
     def check(self) -> None:
         if self.quorum < 1:
             raise PartyError("quorum must be at least 1")
         if self.cap and self.cap < self.quorum:
             raise PartyError(f"cap ({self.cap}) is below the quorum ({self.quorum})")
+        if not 0 <= self.cap <= MAX_UPDATES_PER_ROUND:
+            raise PartyError(f"cap must be in 0..{MAX_UPDATES_PER_ROUND} (a round's verdicts must fit in a block); "
+                             f"got {self.cap}")
+        if self.quorum > (self.cap or MAX_UPDATES_PER_ROUND):
+            raise PartyError(f"quorum ({self.quorum}) is above the cap of {self.cap or MAX_UPDATES_PER_ROUND} updates")
+        if self.grace < 1:
+            raise PartyError("grace must be at least 1 s: the aggregator needs a window in which nobody else "
+                             "can cancel the round")
+        from eth_utils import is_address
+
+        if not is_address(self.treasury):
+            raise PartyError(f"treasury must be an address (0x followed by 40 hex digits), got {self.treasury!r}")
         if not 0 <= self.slash_bps <= 10_000:
             raise PartyError(f"slash_bps must be in 0..10000, got {self.slash_bps}")
         if self.submission_period < 1:
@@ -441,11 +471,12 @@ class DeployConfig:
             maxSamplesPerUpdate=self.max_samples, slashBps=self.slash_bps, rewardPerRound=self.reward,
             normBound=int(round(self.norm_bound * 1e6)), modelSpecHash=spec.hash(),
             initialModelHash=initial_hash, aggregatorKey=aggregator_key,
+            treasury=to_checksum_address(self.treasury), permissioned=self.permissioned,
         )
 
 
 _ETH_FIELDS = {"min_stake", "reward", "fund"}
-_DURATION_FIELDS = {"unbonding", "submission_period", "grace"}
+_DURATION_FIELDS = {"unbonding", "submission_period", "grace", "admin_delay"}
 _INT_FIELDS = {"quorum", "cap", "max_samples", "slash_bps", "seed"}
 # Shorthands for strategy parameters, as `ape run federated_round` names them.
 _STRATEGY_SHORTHANDS = {"trim_beta": "beta", "krum_f": "f", "krum_m": "m"}
@@ -509,6 +540,8 @@ def make_deploy_config(*sources: dict[str, Any]) -> DeployConfig:
                     value = int(value)
                 elif key == "norm_bound":
                     value = float(value)
+                elif key == "permissioned":
+                    value = _parse_bool(value, key)
                 else:
                     value = str(value)
             except (TypeError, ValueError):
@@ -647,7 +680,7 @@ def deploy_job(account: Any, cfg: DeployConfig, *, aggregator: str | None = None
     ensure_funds(account, cfg.fund, "deploying and funding the rewards")
     log(f"deploying from {account.address}: {spec.arch} for {cfg.dataset} ({num_params(spec):,} parameters), "
         f"initial model 0x{initial_hash.hex()[:10]}… in {blob_store}")
-    fl = FLContract.deploy(account, params, str(account.address), aggregator)
+    fl = FLContract.deploy(account, params, str(account.address), aggregator, admin_delay=cfg.admin_delay)
     if cfg.fund:
         fl.fund(account, cfg.fund)
     dep = Deployment(
@@ -662,6 +695,31 @@ def deploy_job(account: Any, cfg: DeployConfig, *, aggregator: str | None = None
     )
     save_deployment(dep_path, dep)
     return DeployResult(dep, key_path, generated, replaced, fl.meter.total)
+
+
+def admit_clients(account: Any, job: "Job", clients: list[str], samples: int,
+                  log: Callable[[str], None] = print) -> None:
+    """The registrar admits each client of a permissioned job with a sample allowance per update."""
+    from eth_utils import is_address
+
+    fl = job.fl
+    params = fl.params()
+    if not params.permissioned:
+        raise PartyError(f"the job at {fl.address} is open (deployed without --permissioned): anyone with the stake "
+                         "may register, there is nobody to admit")
+    if not fl.has_role("registrar", str(account.address)):
+        raise PartyError(f"{account.address} does not hold the registrar role of {fl.address}; the deploying admin "
+                         "holds it, or whoever the admin granted it to")
+    if not 0 <= samples <= params.maxSamplesPerUpdate:
+        raise PartyError(f"--samples must be in 0..{params.maxSamplesPerUpdate} (the job's cap per update), "
+                         f"got {samples}")
+    bad = [c for c in clients if not is_address(c)]
+    if bad:
+        raise PartyError(f"not an address: {', '.join(bad)} (0x followed by 40 hex digits)")
+    for c in clients:
+        fl.admit(account, to_checksum_address(c), samples)
+        log(f"{'revoked' if samples == 0 else 'admitted'} {to_checksum_address(c)}"
+            + (f" with an allowance of {samples} samples per update" if samples else ""))
 
 
 # --------------------------------------------------------------------------- aggregator
@@ -875,6 +933,16 @@ class ClientParty:
         fl = self.job.fl
         params = fl.params()
         info = fl.client(self.address)
+        if params.permissioned:
+            allowance = fl.allowance(self.address)
+            if allowance == 0:
+                raise PartyError(f"{fl.address} is a permissioned job and {self.address} is not admitted: ask its "
+                                 f"registrar to run `ape run admit --client {self.address} --samples "
+                                 f"{len(self.client.x)}`")
+            if len(self.client.x) > allowance:
+                raise PartyError(f"the registrar admitted {self.address} for {allowance} samples per update, but "
+                                 f"its data has {len(self.client.x)}: ask for a larger allowance, or train on a file "
+                                 f"of at most {allowance} samples")
         if info.status == ClientStatus.NONE:
             stake = self.opts.stake if self.opts.stake is not None else params.minStake
             if stake < params.minStake:

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
-from .chain import FLContract, Phase, UpdateStatus
+from .chain import ZERO32, FLContract, Phase, UpdateStatus
 from .models import ModelSpec
 from .store import BlobIntegrityError, BlobNotFoundError, BlobStore, BlobStoreError
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 BPS = 10_000
 ACCEPTED = (UpdateStatus.SUBMITTED, UpdateStatus.CLAIMED)
+CLOSED_WITH_VERDICTS = (Phase.FINALIZED, Phase.FAILED)
 
 
 @dataclass
@@ -129,19 +130,31 @@ def verify_round(
         rep.add("round finalized", False, f"round {round_id} was never started (the job is at round {current})")
         return rep
     info = fl.round(round_id)
-    if info.phase != Phase.FINALIZED:
-        rep.add("round finalized", False, f"round {round_id} is {info.phase.name.lower()}, not finalized: "
-                                          "only finalized rounds have a model and rewards to check")
+    if info.phase not in CLOSED_WITH_VERDICTS:
+        rep.add("round finalized", False, f"round {round_id} is {info.phase.name.lower()}: only finalized and "
+                                          "failed rounds have verdicts (and a finalized one a model) to check")
         return rep
     params = fl.params(fresh=True)
-    fin = fl.events("RoundFinalized", roundId=round_id)
+    failed = info.phase == Phase.FAILED
+    fin = fl.events("RoundFailed" if failed else "RoundFinalized", roundId=round_id)
     ev = fin[-1] if fin else None
-    rep.add("round finalized", True, f"finalized with model {_hex(info.model_hash)}; "
-                                     f"{info.accepted} accepted, {info.rejected} rejected, {info.excluded} excluded")
+    if failed:
+        rep.add("round failed below the quorum", info.accepted < params.quorum and info.model_hash == ZERO32
+                and info.reward == 0,
+                f"failed with {info.accepted} accepted against a quorum of {params.quorum}: no model, no reward; "
+                f"{info.rejected} rejected (slashed all the same), {info.excluded} excluded")
+    else:
+        rep.add("round finalized", True, f"finalized with model {_hex(info.model_hash)}; "
+                                         f"{info.accepted} accepted, {info.rejected} rejected, {info.excluded} excluded")
 
     # -- the record is consistent with itself
     if ev is None:
-        rep.add("RoundFinalized event", False, "no RoundFinalized event for this round")
+        rep.add("RoundFailed event" if failed else "RoundFinalized event", False, "no such event for this round")
+    elif failed:
+        diffs = [f"{k}: event {a}, round record {b}" for k, a, b in (
+            ("accepted", int(ev.accepted), info.accepted), ("rejected", int(ev.rejected), info.rejected),
+            ("excluded", int(ev.excluded), info.excluded)) if a != b]
+        rep.add("RoundFailed event", not diffs, "; ".join(diffs) or "matches the round record")
     else:
         diffs = [f"{k}: event {a}, round record {b}" for k, a, b in (
             ("modelHash", _hex(bytes(ev.modelHash)), _hex(info.model_hash)),
@@ -159,8 +172,11 @@ def verify_round(
             + (" as it should" if info.base_model_hash == expected_base else f" is {_hex(expected_base)}"))
 
     # -- the global model blob
-    model_blob, why = _fetch(store, info.model_hash, str(ev.locator) if ev is not None else None)
-    if model_blob is None:
+    model_blob, why = (None, "") if failed else _fetch(store, info.model_hash,
+                                                        str(ev.locator) if ev is not None else None)
+    if failed:
+        rep.add("global model blob", None, "a failed round records no model")
+    elif model_blob is None:
         rep.add("global model blob", False, f"model {_hex(info.model_hash)}: {why}")
     else:
         rep.add("global model blob", True, f"keccak-256 of the stored blob ({len(model_blob):,} bytes) "
@@ -191,7 +207,7 @@ def verify_round(
     if len(rejected) != info.rejected or len(excluded) != info.excluded:
         problems.append(f"statuses give {len(rejected)} rejected / {len(excluded)} excluded, the round records "
                         f"{info.rejected} / {info.excluded}")
-    weight = sum(s.samples for s in accepted)
+    weight = 0 if failed else sum(s.samples for s in accepted)  # a failed round weighs nobody
     if weight != info.accepted_weight:
         problems.append(f"accepted samples add up to {weight}, the round records acceptedWeight {info.accepted_weight}")
     if sum(s.samples for s in subs) != info.submitted_weight:
@@ -215,7 +231,7 @@ def verify_round(
     problems = []
     total = 0
     for s in accepted:
-        due = _mul_div(info.reward, s.samples, info.accepted_weight)
+        due = 0 if failed else _mul_div(info.reward, s.samples, info.accepted_weight)
         total += due
         status = updates[s.client].status
         if status == UpdateStatus.CLAIMED:
@@ -282,7 +298,11 @@ def verify_round(
         rep.add("re-computation", False, f"could not re-compute: {type(exc).__name__}: {exc}")
         return rep
     problems = []
-    if comp.model_hash != info.model_hash:
+    if failed:
+        if len(comp.accepted) >= params.quorum:
+            problems.append(f"re-computation accepts {len(comp.accepted)} update(s), at the quorum "
+                            f"{params.quorum}: the round should have a model, not fail")
+    elif comp.model_hash != info.model_hash:
         problems.append(f"re-computed model {_hex(comp.model_hash)} differs from the on-chain {_hex(info.model_hash)}")
     got_rej = {r.client: r.reason for r in comp.rejected}
     if set(got_rej) != {s.client for s in rejected}:
@@ -292,7 +312,9 @@ def verify_round(
         problems.append(f"re-computation excludes {sorted(comp.excluded) or 'nobody'}, the chain "
                         f"{sorted(s.client for s in excluded) or 'nobody'}")
     reasons = "; rejected: " + ", ".join(f"{c} ({r})" for c, r in got_rej.items()) if got_rej else ""
-    rep.add("re-computation", not problems, "; ".join(problems) or
+    rep.add("re-computation", not problems, "; ".join(problems) or (
+            f"{len(comp.valid)} opened update(s) valid, below the quorum {params.quorum}: the round fails{reasons}"
+            if failed else
             f"{strategy} over the {len(comp.valid)} opened update(s) gives {_hex(comp.model_hash)}, bit for bit "
-            f"the on-chain model hash{reasons}")
+            f"the on-chain model hash{reasons}"))
     return rep

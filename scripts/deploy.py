@@ -15,10 +15,20 @@ from ml.party import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, DEFAULT_STORE, STRAT
 @click.option("--min-stake", help="Stake a client must lock, in ETH or with a unit (0.1, '100 gwei') [0.1]")
 @click.option("--unbonding", help="Seconds (or 30m, 1h, 2d) between requestExit and withdrawing the stake [1h]")
 @click.option("--submission-period", help="How long a round accepts updates (600, 10m) [10m]")
-@click.option("--grace", help="Time after a deadline before anyone may cancel a round [10m]")
-@click.option("--quorum", type=int, help="Minimum accepted updates to finalize a round [1]")
-@click.option("--cap", type=int, help="Maximum updates per round, 0 = none [0]")
-@click.option("--max-samples", type=int, help="Cap on the sample count (FedAvg weight) of one update [100000]")
+@click.option("--grace", help="Time after a deadline in which only the aggregator may close a round; then anyone "
+                             "may cancel it (at least 1 s) [10m]")
+@click.option("--quorum", type=int, help="Accepted updates a round needs for a new model; below it the round fails "
+                                         "and its bad updates are slashed all the same [1]")
+@click.option("--cap", type=int, help="Maximum updates per round, at most 1000 (0 = 1000). In an open job the first "
+                                      "submitters fill it, Sybils included: use --permissioned to close that [0]")
+@click.option("--max-samples", type=int, help="Cap on the sample count (FedAvg weight) of one update. In an open job "
+                                              "a client may claim up to it whatever data it has [100000]")
+@click.option("--treasury", help="Address that receives slashed stake; the zero address burns it (never the reward "
+                                 "pool) [0x0000000000000000000000000000000000000000]")
+@click.option("--permissioned", is_flag=True, default=None,
+              help="Only clients a registrar admits may register, each with a sample allowance "
+                   "(`ape run admit`); the deploying admin is the registrar")
+@click.option("--admin-delay", help="Delay before a newly nominated admin can accept the role (two-step transfer) [1d]")
 @click.option("--slash-bps", type=int, help="Share of the stake a rejected update loses, basis points [5000]")
 @click.option("--reward", help="Reward of a finalized round, in ETH [0.01]")
 @click.option("--fund", help="ETH to put in the reward pool now [0]")
@@ -64,12 +74,16 @@ def cli(account, config_file, aggregator_address, aggregator_key_file, store, de
     rows = [
         ("contract", f"{dep.address} on {dep.network} (chain {dep.chain_id}, block {dep.block})"),
         ("admin / aggregator", f"{dep.admin} / {dep.aggregator}"),
+        ("access", "permissioned: clients need `ape run admit` by the registrar (the admin)" if p["permissioned"]
+                   else "open: anyone with the stake may register"),
+        ("treasury", f"{p['treasury']}" + (" (slashed stake is burned)" if int(p["treasury"], 16) == 0 else
+                                           " receives slashed stake")),
         ("model", f"{dep.extra['arch']} for {dep.extra['dataset']}, {dep.extra['num_params']:,} parameters, "
                   f"spec hash {dep.extra['model_spec_hash']}"),
         ("initial model", f"{p['initialModelHash']} (seed {dep.extra['seed']}) in {store}"),
         ("stake / unbonding", f"{fmt_eth(p['minStake'])} / {p['unbondingPeriod']} s"),
         ("round", f"submission period {p['submissionPeriod']} s, grace {p['gracePeriod']} s, quorum {p['quorum']}, "
-                  f"cap {p['maxUpdatesPerRound'] or 'none'}, max samples {p['maxSamplesPerUpdate']}"),
+                  f"cap {p['maxUpdatesPerRound'] or 1000}, max samples {p['maxSamplesPerUpdate']}"),
         ("reward / slash", f"{fmt_eth(p['rewardPerRound'])} per round (pool funded with {fmt_eth(cfg.fund)}) / "
                            f"{p['slashBps']} bps"),
         ("norm bound", f"{p['normBound'] / 1e6:g}" if p["normBound"] else "none"),

@@ -35,13 +35,21 @@ from ml.federation import STRATEGY_CHOICES, FederationConfig, FederationError, r
               help="Number of simulated malicious clients (the last ones)")
 @click.option("--attack", type=click.Choice(ATTACKS), default="signflip", show_default=True,
               help="What the attackers send: signflip/scale (x10), nan, labelflip, tamper (blob != commitment), "
-                   "garbage (cannot be opened)")
+                   "garbage (cannot be opened), inflate (claims 100x its samples: refused with --permissioned)")
 @click.option("--norm-bound", type=float, default=0.0, show_default=True,
               help="Published L2 bound on an update's change; updates above it are rejected and slashed (0 = none)")
 @click.option("--stake", "stake_eth", type=float, default=1.0, show_default=True, help="Stake per client (ETH)")
 @click.option("--reward", "reward_eth", type=float, default=0.1, show_default=True, help="Reward per round (ETH)")
 @click.option("--slash-bps", type=int, default=5000, show_default=True,
               help="Share of the stake a rejected update loses, in basis points")
+@click.option("--quorum", type=int, default=1, show_default=True,
+              help="Accepted updates a round needs for a new model; below it the round fails (bad updates are "
+                   "slashed all the same)")
+@click.option("--treasury", default="0x0000000000000000000000000000000000000000", show_default=True,
+              help="Address that receives slashed stake (the zero address burns it); never the reward pool")
+@click.option("--permissioned", is_flag=True,
+              help="Permissioned job: the admin admits each client with its true sample count, and the "
+                   "contract refuses any larger claim")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for data split, partition, init, training")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
               help="Output folder: report.json, rounds.csv, accuracy.png, final model, blob store, deployment")

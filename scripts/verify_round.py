@@ -38,7 +38,7 @@ def cli(rounds, key_file, store, deployments, as_json):
         job = open_job(deployments, store)
         key = load_private_key(key_file) if key_file else None
         if list(rounds) == ["all"]:
-            ids = [r for r in range(1, job.fl.current_round() + 1) if job.fl.round(r).phase == Phase.FINALIZED]
+            ids = [r for r in range(1, job.fl.current_round() + 1) if job.fl.round(r).phase in (Phase.FINALIZED, Phase.FAILED)]
             if not ids:
                 raise PartyError("no finalized round yet")
         else:
