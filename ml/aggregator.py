@@ -92,7 +92,7 @@ HEALTH_TIMEOUT = 10.0  # seconds for the aggregator's check of its own store
 
 
 def round_fetch_budget(grace_period: float, *, fraction: float = FETCH_BUDGET_FRACTION,
-                 cap: float = FETCH_BUDGET_CAP, floor: float = FETCH_BUDGET_FLOOR) -> float:
+                       cap: float = FETCH_BUDGET_CAP, floor: float = FETCH_BUDGET_FLOOR) -> float:
     """Seconds for fetching all of a round's update blobs: a fraction of the grace period, capped.
 
     The rest of the grace period is left for verifying, aggregating, publishing
@@ -165,13 +165,14 @@ def collect_updates(
     with timings.measure("chain"):
         subs = fl.submissions(round_id)
         total = fetch_budget if fetch_budget is not None else round_fetch_budget(fl.params().gracePeriod)
-    fetch_deadline = time.monotonic() + total
+    spent = 0.0  # seconds spent fetching (and checking the store): opening and decoding do not count
     valid: list[ClientUpdate] = []
     rejected: list[Rejection] = []
     for i, sub in enumerate(subs):
         client = sub.client
         with timings.measure("encode_seal_store"):
-            budget = blob_budget(fetch_deadline - time.monotonic(), len(subs) - i)
+            budget = blob_budget(total - spent, len(subs) - i)
+            t0 = time.monotonic()
             try:
                 blob = fetch_update_blob(store, sub.commitment, sub.locator or None, budget, round_id,
                                          health_timeout)
@@ -184,6 +185,8 @@ def collect_updates(
             except BlobStoreError:
                 # The aggregator's own store failed (unhealthy, index unwritable): not the client's fault.
                 raise
+            finally:
+                spent += time.monotonic() - t0
             ctx = SealContext(chain_id=chain_id, contract=fl.address, round_id=round_id, client=client)
             try:
                 plain = open_sealed(blob, private_key, ctx)
