@@ -7,6 +7,7 @@ compare hashes bit for bit.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,14 @@ from .aggregation import AggregateResult, ClientUpdate, aggregate, check_norm
 from .chain import ZERO32, FLContract, Phase, RoundInfo
 from .models import ModelSpec, tensor_names
 from .sealing import SealContext, SealError, open_sealed
-from .store import BlobIntegrityError, BlobNotFoundError, BlobStore, BlobStoreError
+from .store import (
+    BlobIntegrityError,
+    BlobNotFoundError,
+    BlobStore,
+    BlobStoreError,
+    FetchBudget,
+    StoreUnhealthyError,
+)
 from .timing import Timings
 from .training import evaluate
 
@@ -71,6 +79,66 @@ class RoundOutcome:
     samples: dict[str, int] = field(default_factory=dict)
 
 
+# How long the aggregator may spend fetching a round's update blobs (M-3). Once the
+# grace period after the deadline is over anyone may cancel the round, and a cancelled
+# round slashes nobody: fetches, hostile locators included, must end well before.
+FETCH_BUDGET_FRACTION = 0.25  # of the job's grace period
+FETCH_BUDGET_CAP = 120.0  # seconds, whatever the grace period
+FETCH_BUDGET_FLOOR = 1.0  # seconds: with no time at all no update could be fetched
+BLOB_ATTEMPTS = 3
+BLOB_REQUEST_CAP = 30.0  # seconds per request
+BLOB_SHARE_FLOOR = 0.25  # seconds: a blob the store holds comes back in milliseconds
+HEALTH_TIMEOUT = 10.0  # seconds for the aggregator's check of its own store
+
+
+def round_fetch_budget(grace_period: float, *, fraction: float = FETCH_BUDGET_FRACTION,
+                       cap: float = FETCH_BUDGET_CAP, floor: float = FETCH_BUDGET_FLOOR) -> float:
+    """Seconds for fetching all of a round's update blobs: a fraction of the grace period, capped.
+
+    The rest of the grace period is left for verifying, aggregating, publishing
+    the model and getting the finalize transaction mined.
+    """
+    return min(cap, max(floor, fraction * float(grace_period)))
+
+
+def blob_budget(remaining: float, blobs_left: int, *, attempts: int = BLOB_ATTEMPTS,
+                request_cap: float = BLOB_REQUEST_CAP, floor: float = BLOB_SHARE_FLOOR) -> FetchBudget:
+    """One blob's fair share of what is left of the round's fetch budget.
+
+    Each blob gets the time left divided by the blobs left, so a client whose
+    locator hangs uses up only its own share: the blobs after it get at least as
+    much as the first one did.
+    """
+    share = max(floor, remaining / max(1, blobs_left))
+    return FetchBudget(seconds=share, attempts=attempts, request_timeout=min(request_cap, share))
+
+
+def own_store_down(round_id: int, problem: BaseException) -> str:
+    """The one line an aggregator says when its own store, not a client, is at fault."""
+    return (f"round {round_id} paused, nobody slashed: the aggregator's own store is unhealthy ({problem}). "
+            "Fix the store, then run the aggregator again: the round stays open until the grace period "
+            "after its deadline is over (then anyone may cancel it, still slashing nobody)")
+
+
+def check_own_store(store: BlobStore, round_id: int, timeout: float = HEALTH_TIMEOUT) -> None:
+    """Raises StoreUnhealthyError (one line, :func:`own_store_down`) unless the aggregator's store works."""
+    try:
+        store.health_check(timeout)
+    except StoreUnhealthyError as exc:
+        raise StoreUnhealthyError(own_store_down(round_id, exc)) from exc
+
+
+def fetch_update_blob(store: BlobStore, commitment: bytes, locator: str | None, budget: FetchBudget,
+                      round_id: int, health_timeout: float = HEALTH_TIMEOUT) -> bytes:
+    """A client's sealed blob, within ``budget``; a blob that cannot be had is the client's fault
+    (BlobNotFoundError) only once the aggregator's own store has passed its health check."""
+    try:
+        return store.fetch(commitment, locator, budget)
+    except BlobNotFoundError:
+        check_own_store(store, round_id, health_timeout)
+        raise
+
+
 def collect_updates(
     fl: FLContract,
     store: BlobStore,
@@ -82,18 +150,32 @@ def collect_updates(
     base: list[np.ndarray],
     norm_bound: float | None,
     timings: Timings | None = None,
+    fetch_budget: float | None = None,
+    health_timeout: float = HEALTH_TIMEOUT,
 ) -> tuple[list[ClientUpdate], list[Rejection], int]:
-    """Fetches, checks, opens and validates every update submitted in the round."""
+    """Fetches, checks, opens and validates every update submitted in the round.
+
+    Locators are untrusted: a blob that is malformed, unserved or not obtainable
+    within the round's fetch budget (``fetch_budget`` seconds, by default
+    :func:`round_fetch_budget` of the job's grace period) is ``missing_blob`` for its
+    client. If the aggregator's own store fails its health check instead, this
+    raises StoreUnhealthyError and blames (slashes) nobody.
+    """
     timings = timings or Timings()
     with timings.measure("chain"):
         subs = fl.submissions(round_id)
+        total = fetch_budget if fetch_budget is not None else round_fetch_budget(fl.params().gracePeriod)
+    spent = 0.0  # seconds spent fetching (and checking the store): opening and decoding do not count
     valid: list[ClientUpdate] = []
     rejected: list[Rejection] = []
-    for sub in subs:
+    for i, sub in enumerate(subs):
         client = sub.client
         with timings.measure("encode_seal_store"):
+            budget = blob_budget(total - spent, len(subs) - i)
+            t0 = time.monotonic()
             try:
-                blob = store.get(sub.commitment, sub.locator or None)
+                blob = fetch_update_blob(store, sub.commitment, sub.locator or None, budget, round_id,
+                                         health_timeout)
             except BlobNotFoundError as exc:
                 rejected.append(Rejection(client, "missing_blob", str(exc)))
                 continue
@@ -101,8 +183,10 @@ def collect_updates(
                 rejected.append(Rejection(client, "commitment_mismatch", str(exc)))
                 continue
             except BlobStoreError:
-                # Store unreachable is not the client's fault: stop rather than slash.
+                # The aggregator's own store failed (unhealthy, index unwritable): not the client's fault.
                 raise
+            finally:
+                spent += time.monotonic() - t0
             ctx = SealContext(chain_id=chain_id, contract=fl.address, round_id=round_id, client=client)
             try:
                 plain = open_sealed(blob, private_key, ctx)

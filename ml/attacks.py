@@ -11,7 +11,7 @@ import numpy as np
 
 WEIGHT_ATTACKS = ("signflip", "scale", "nan")
 DATA_ATTACKS = ("labelflip",)
-BLOB_ATTACKS = ("tamper", "garbage")
+BLOB_ATTACKS = ("tamper", "garbage", "badlocator")
 # Claims 100x its real sample count (the FedAvg weight and the reward share): an open job's only
 # defence is its per-update cap; a permissioned job refuses anything above the registrar's allowance.
 SAMPLE_ATTACKS = ("inflate",)
@@ -68,3 +68,10 @@ def tamper(blob: bytes) -> bytes:
     b = bytearray(blob)
     b[len(b) // 2] ^= 0xFF
     return bytes(b)
+
+
+BAD_LOCATOR = "ipfs://x-y"
+"""What a `badlocator` client records instead of its real locator (its blob is published nowhere).
+
+Not a CID: before the fix of M-3 the aggregator's IPFS store raised a spec error on it and the
+aggregator stopped (again at every restart); now it is `missing_blob` for that client."""

@@ -154,6 +154,9 @@ class Client:
         return seal(plain, recipient, self.seal_context(round_id))
 
     def _store(self, blob: bytes) -> tuple[bytes, str]:
+        if self.attack == "badlocator":
+            # Commits to the blob but withholds it behind a locator nobody can resolve.
+            return codec.keccak(blob), attacks.BAD_LOCATOR
         commitment = self.store.put(blob)
         locator = self.store.locator(commitment)
         if self.attack == "tamper":

@@ -263,9 +263,14 @@ def run_until_done(step: Callable[[], str | None], stop: "Stop", log: Callable[[
                 return done
             failures = 0
         except errors as exc:
+            from .store import StoreUnhealthyError
+
             failures += 1
             delay = min(30.0, 2.0 ** failures)
-            log(f"node or store unreachable ({type(exc).__name__}: {exc}); retrying in {delay:.0f} s")
+            if isinstance(exc, StoreUnhealthyError):  # the message says what is wrong and what to do
+                log(f"{exc}; checking again in {delay:.0f} s")
+            else:
+                log(f"node or store unreachable ({type(exc).__name__}: {exc}); retrying in {delay:.0f} s")
             stop.sleep(delay)
     return f"stopped by {stop.signal_name}"
 

@@ -25,6 +25,8 @@ import json
 import os
 import re
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Self, TypeAlias
 
@@ -40,12 +42,14 @@ __all__ = [
     "BlobIntegrityError",
     "BlobConflictError",
     "StoreUnavailableError",
+    "StoreUnhealthyError",
     "IpfsApiError",
     "StoreIndexError",
     "StoreSpecError",
     "blob_key",
     "normalize_key",
     "key_hex",
+    "FetchBudget",
     "BlobStore",
     "LocalStore",
     "IpfsStore",
@@ -61,6 +65,12 @@ KeyLike: TypeAlias = bytes | bytearray | memoryview | str
 _TEMP_PREFIX: Final = ".tmp-"
 _INDEX_FORMAT: Final = "chainfl-ipfs-index-v1"
 _DEFAULT_IPFS_API: Final = "http://127.0.0.1:5001"
+_MAX_CID_CHARS: Final = 128
+"""Longer than any CID kubo makes (a CIDv1 of a sha2-512 block is about 110 characters)."""
+_MAX_SHOWN: Final = 80
+"""Characters of an untrusted string (a locator, a server's message) quoted in an error."""
+HEALTH_PROBE: Final = b"chainfl blob store health probe v1\n"
+"""The blob a health check puts and gets back: constant, so probing never grows a store."""
 
 
 # --------------------------------------------------------------------------- errors
@@ -78,13 +88,17 @@ class BlobNotFoundError(BlobStoreError, LookupError):
     """No blob under a key in this store.
 
     ``key`` is the 32-byte key and ``where`` says where the store looked, so the
-    message can point at the wrong folder or the missing locator.
+    message can point at the wrong folder or the missing locator. ``transient``
+    says whether asking again might help (a node that could not serve it now),
+    as opposed to a locator that can never name a blob. The message is one line.
     """
 
-    def __init__(self, key: bytes, where: str, hint: str) -> None:
+    def __init__(self, key: bytes, where: str, hint: str, *, transient: bool = False) -> None:
         self.key = key
         self.where = where
-        super().__init__(f"blob {key_hex(key)} not found in {where}. {hint}")
+        self.transient = transient
+        self.hint = hint
+        super().__init__(one_line(f"blob {key_hex(key)} not found in {where}. {hint}", 600))
 
 
 class BlobIntegrityError(BlobStoreError):
@@ -126,6 +140,14 @@ class BlobConflictError(BlobStoreError):
 
 class StoreUnavailableError(BlobStoreError):
     """The store's backend cannot be reached (IPFS daemon down, wrong URL, timeout)."""
+
+
+class StoreUnhealthyError(StoreUnavailableError):
+    """A store failed its own health check (:meth:`BlobStore.health_check`).
+
+    Raised to say "my store is down", never "your blob is missing": a party that
+    gets it stops (or waits) and blames nobody.
+    """
 
 
 class IpfsApiError(BlobStoreError):
@@ -182,6 +204,41 @@ def key_hex(key: KeyLike) -> str:
     return "0x" + normalize_key(key).hex()
 
 
+def one_line(text: object, limit: int = 300) -> str:
+    """``text`` on one line of at most ``limit`` characters: errors may quote what others sent."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def shown(value: object) -> str:
+    """An untrusted value quoted for a message: its repr, cut short (a locator may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 1] + "…"
+
+
+# --------------------------------------------------------------------------- fetch budget
+
+
+@dataclass(frozen=True)
+class FetchBudget:
+    """How hard :meth:`BlobStore.fetch` tries: attempts, seconds in all, seconds per request.
+
+    A blob named by another party (a client's update) may never come: its locator
+    may point nowhere, or at a node that accepts the connection and never
+    answers. The budget bounds both the number of tries and the wall time, so
+    the caller always gets an answer in time to act on it.
+    """
+
+    seconds: float = 30.0
+    attempts: int = 3
+    request_timeout: float = 15.0  # per request; the time left in the budget caps it
+    backoff: float = 0.2  # seconds before the second attempt, doubled after each
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.seconds < 0 or self.request_timeout <= 0 or self.backoff < 0:
+            raise ValueError(f"{self} is not a usable budget: attempts >= 1, seconds >= 0, timeout > 0")
+
+
 # --------------------------------------------------------------------------- interface
 
 
@@ -216,6 +273,73 @@ class BlobStore(abc.ABC):
         It is recorded in contract events, so it must be short and must not depend
         on this machine's paths.
         """
+
+    def get_within(self, key: KeyLike, locator: str | None, seconds: float) -> bytes:
+        """One :meth:`get` that gives up after about ``seconds``.
+
+        Stores whose reads cannot hang (a local folder) need not override it.
+        """
+        return self.get(key, locator)
+
+    def fetch(self, key: KeyLike, locator: str | None = None, budget: FetchBudget = FetchBudget()) -> bytes:
+        """A blob another party named: ``locator`` is untrusted and the time is bounded.
+
+        Transient failures (node unreachable, timeout, an error answer) are tried
+        again within ``budget``; a locator that can never work is not. Any failure
+        caused by the blob or its locator ends as :class:`BlobNotFoundError` (one
+        line saying why) or :class:`BlobIntegrityError` (wrong bytes); only a
+        fault of this store's own files (say its index) escapes as another
+        :class:`BlobStoreError`. Whether this store itself is down is for
+        :meth:`health_check` to say.
+        """
+        raw = normalize_key(key)
+        start = time.monotonic()
+        deadline = start + budget.seconds
+        last: BlobStoreError | None = None
+        attempts = 0
+        while attempts < budget.attempts:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            attempts += 1
+            try:
+                return self.get_within(raw, locator, min(left, budget.request_timeout))
+            except BlobNotFoundError as exc:
+                if not exc.transient:
+                    raise
+                last = exc
+            except (StoreUnavailableError, IpfsApiError) as exc:
+                last = exc
+            pause = min(budget.backoff * 2 ** (attempts - 1), deadline - time.monotonic())
+            if attempts < budget.attempts and pause > 0:
+                time.sleep(pause)
+        if isinstance(last, BlobNotFoundError):
+            why = one_line(f"{last.where}: {last.hint}")
+        else:
+            why = one_line(last) if last is not None else "no time left to ask"
+        raise BlobNotFoundError(
+            raw,
+            repr(self),
+            f"Gave up after {attempts} attempt(s) in {time.monotonic() - start:.1f} s "
+            f"(budget {budget.seconds:g} s, {budget.attempts} attempts): {why}",
+            transient=True,
+        )
+
+    def health_check(self, timeout: float = 10.0) -> None:
+        """Raises :class:`StoreUnhealthyError` unless this store can put and get a blob right now.
+
+        A party runs it on its own store before it blames anyone else for a
+        missing blob. The default puts :data:`HEALTH_PROBE` and reads it back.
+        """
+        try:
+            key = self.put(HEALTH_PROBE)
+            ok = self.get_within(key, None, timeout) == HEALTH_PROBE
+        except BlobStoreError as exc:
+            raise StoreUnhealthyError(f"{self!r} failed its health check: {one_line(exc)}") from exc
+        except OSError as exc:
+            raise StoreUnhealthyError(f"{self!r} failed its health check: {exc}") from exc
+        if not ok:  # pragma: no cover - get verifies the hash
+            raise StoreUnhealthyError(f"{self!r} failed its health check: the probe came back different")
 
     def close(self) -> None:
         """Release connections; a no-op for stores that hold none."""
@@ -341,22 +465,36 @@ class LocalStore(BlobStore):
         """``file:<hex>``: the file name inside the store folder, never an absolute path."""
         return "file:" + normalize_key(key).hex()
 
+    def health_check(self, timeout: float = 10.0) -> None:
+        """The folder still exists, and a probe blob can be written to it and read back."""
+        try:
+            super().health_check(timeout)
+        except StoreUnhealthyError as exc:
+            raise StoreUnhealthyError(
+                f"{exc}; check that {self.folder} exists, is writable and its disk has room"
+            ) from exc.__cause__
+
 
 # --------------------------------------------------------------------------- IPFS
 
 
-def _cid_from_locator(locator: str) -> str | None:
-    """The CID in ``ipfs://<cid>`` or ``/ipfs/<cid>``; ``None`` for other locators."""
+def _cid_from_locator(locator: object) -> tuple[str | None, str]:
+    """(CID, "") from ``ipfs://<cid>`` or ``/ipfs/<cid>``, else (None, why it names no CID).
+
+    Locators come from contract events, written by whoever submitted: any text at
+    all. Only an ASCII-alphanumeric CID of sane length is ever sent to the node;
+    nothing here raises.
+    """
+    if not isinstance(locator, str):
+        return None, f"locator {shown(locator)} is not text"
     text = locator.strip()
     for prefix in ("ipfs://", "/ipfs/"):
-        if text.lower().startswith(prefix):
+        if text[: len(prefix)].lower() == prefix:
             cid = text[len(prefix):].strip("/")
-            if not re.fullmatch(r"[A-Za-z0-9]+", cid):
-                raise StoreSpecError(
-                    f"locator {locator!r} does not hold a CID: expected ipfs://<cid>"
-                )
-            return cid
-    return None
+            if len(cid) > _MAX_CID_CHARS or not re.fullmatch(r"[A-Za-z0-9]+", cid):
+                return None, f"locator {shown(locator)} does not hold a CID (expected ipfs://<cid>)"
+            return cid, ""
+    return None, f"locator {shown(locator)} is not an IPFS locator; open the store it names"
 
 
 class IpfsStore(BlobStore):
@@ -379,6 +517,7 @@ class IpfsStore(BlobStore):
         *,
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
+        max_blob_bytes: int = 1 << 30,
     ) -> None:
         url = api_url.strip().rstrip("/")
         if url.endswith("/api/v0"):
@@ -392,6 +531,7 @@ class IpfsStore(BlobStore):
         self.index_path = Path(index_path).expanduser() if index_path is not None else None
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.max_blob_bytes = max_blob_bytes  # a CID named by someone else may be huge
         self._session = requests.Session()
         self._index: dict[bytes, str] = self._read_index() if self.index_path else {}
 
@@ -457,31 +597,69 @@ class IpfsStore(BlobStore):
 
     # ---- HTTP
 
-    def _post(self, endpoint: str, params: dict[str, str], **kwargs: Any) -> requests.Response:
-        """POST to ``/api/v0/<endpoint>`` (kubo refuses GET) with clear network errors."""
+    def _post(
+        self, endpoint: str, params: dict[str, str], *, seconds: float | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """POST to ``/api/v0/<endpoint>`` (kubo refuses GET) with clear network errors.
+
+        ``seconds`` (default: the store's timeout) bounds the connect and each read.
+        """
         url = f"{self.api_url}/api/v0/{endpoint}"
+        read = self.timeout if seconds is None else max(0.01, seconds)
         try:
             response = self._session.post(
-                url, params=params, timeout=(self.connect_timeout, self.timeout), **kwargs
+                url, params=params, timeout=(min(self.connect_timeout, read), read), **kwargs
             )
-        except requests.ConnectionError as exc:
+        except requests.Timeout as exc:
+            raise StoreUnavailableError(
+                f"the IPFS API at {self.api_url} did not answer /api/v0/{endpoint} "
+                f"within {read:g}s. For cat this usually means no reachable "
+                "node has the content; for large blobs raise the timeout."
+            ) from exc
+        except requests.RequestException as exc:
             raise StoreUnavailableError(
                 f"cannot reach the IPFS API at {self.api_url} ({type(exc).__name__}). "
                 "Is the IPFS daemon running? Start it with `ipfs daemon`, or pass the "
                 f"URL of its API (by default {_DEFAULT_IPFS_API})."
             ) from exc
-        except requests.Timeout as exc:
-            raise StoreUnavailableError(
-                f"the IPFS API at {self.api_url} did not answer /api/v0/{endpoint} "
-                f"within {self.timeout:g}s. For cat this usually means no reachable "
-                "node has the content; for large blobs raise the timeout."
-            ) from exc
         if response.status_code != 200:
+            try:
+                message = _api_message(response)
+            finally:
+                response.close()
             raise IpfsApiError(
-                f"IPFS API {url} failed with HTTP {response.status_code}: "
-                f"{_api_message(response)}"
+                f"IPFS API {url} failed with HTTP {response.status_code}: {one_line(message)}"
             )
         return response
+
+    def _cat(self, cid: str, seconds: float | None) -> bytes:
+        """The bytes of ``cid``, read in chunks so that neither a slow trickle nor a huge
+        blob can hold the caller past ``seconds`` or :attr:`max_blob_bytes`."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        response = self._post("cat", {"arg": cid}, seconds=seconds, stream=True)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(1 << 16):
+                size += len(chunk)
+                if size > self.max_blob_bytes:
+                    raise IpfsApiError(
+                        f"CID {cid} is larger than this store accepts ({self.max_blob_bytes} bytes)"
+                    )
+                chunks.append(chunk)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise StoreUnavailableError(
+                        f"the IPFS API at {self.api_url} did not finish sending CID {cid} "
+                        f"within {seconds:g}s"
+                    )
+        except requests.RequestException as exc:
+            raise StoreUnavailableError(
+                f"the IPFS API at {self.api_url} stopped while sending CID {cid} "
+                f"({type(exc).__name__}); try again, or check the daemon"
+            ) from exc
+        finally:
+            response.close()
+        return b"".join(chunks)
 
     # ---- BlobStore
 
@@ -497,31 +675,64 @@ class IpfsStore(BlobStore):
         return key
 
     def get(self, key: KeyLike, locator: str | None = None) -> bytes:
-        """The verified blob; ``locator`` (``ipfs://<cid>``) is used when the index lacks it."""
-        raw = normalize_key(key)
+        """The verified blob; ``locator`` (``ipfs://<cid>``) is used when the index lacks it.
+
+        A locator that names no CID, whatever its text, is :class:`BlobNotFoundError`.
+        """
+        return self._get(normalize_key(key), locator, None)
+
+    def get_within(self, key: KeyLike, locator: str | None, seconds: float) -> bytes:
+        """:meth:`get` with every request (and the whole read) bounded by ``seconds``."""
+        return self._get(normalize_key(key), locator, seconds)
+
+    def _get(self, raw: bytes, locator: str | None, seconds: float | None) -> bytes:
         cid = self._index.get(raw)
+        why = ""
         if cid is None and locator:
-            cid = _cid_from_locator(locator)
+            cid, why = _cid_from_locator(locator)
         if cid is None:
             where = "the IPFS index" + (f" {self.index_path}" if self.index_path else " (in memory)")
             hint = (
-                f"Locator {locator!r} is not an IPFS locator; open the store it names."
-                if locator
+                f"{why[0].upper()}{why[1:]}."
+                if why
                 else "IPFS finds blobs by CID: pass the locator recorded on chain "
                 "(ipfs://<cid>) or use the index file of the party that put it."
             )
             raise BlobNotFoundError(raw, where, hint)
         try:
-            response = self._post("cat", {"arg": cid})
+            content = self._cat(cid, seconds)
         except IpfsApiError as exc:
             raise BlobNotFoundError(
                 raw,
                 f"IPFS at {self.api_url} (CID {cid})",
                 f"The node could not serve it: {exc}",
+                transient=True,
             ) from exc
-        blob = self._verified(raw, response.content, f"IPFS CID {cid} via {self.api_url}")
+        blob = self._verified(raw, content, f"IPFS CID {cid} via {self.api_url}")
         self._remember(raw, cid)
         return blob
+
+    def health_check(self, timeout: float = 10.0) -> None:
+        """The API answers within ``timeout``: a probe blob is added and read back."""
+        deadline = time.monotonic() + timeout
+        try:
+            response = self._post(
+                "add",
+                {"pin": "true", "cid-version": "1"},
+                seconds=timeout,
+                files={"file": ("probe", HEALTH_PROBE, "application/octet-stream")},
+            )
+            cid = _cid_from_add_response(response)
+            ok = self._cat(cid, max(0.01, deadline - time.monotonic())) == HEALTH_PROBE
+        except BlobStoreError as exc:
+            raise StoreUnhealthyError(
+                f"IPFS store at {self.api_url} failed its health check: {one_line(exc)}"
+            ) from exc
+        if not ok:
+            raise StoreUnhealthyError(
+                f"IPFS store at {self.api_url} failed its health check: the probe blob "
+                f"came back different (CID {cid}); check the daemon and its repository"
+            )
 
     def has(self, key: KeyLike) -> bool:
         """Whether the index knows a CID for ``key``.

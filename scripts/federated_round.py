@@ -7,6 +7,7 @@ from ape.cli import ConnectedProviderCommand
 from ml.attacks import ATTACKS
 from ml.training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE
 from ml.federation import STRATEGY_CHOICES, FederationConfig, FederationError, run_federation
+from ml.store import BlobStoreError
 
 
 @click.command(cls=ConnectedProviderCommand, short_help="Run a federation on a local chain")
@@ -66,5 +67,5 @@ def cli(no_baseline, **options):
     cfg = FederationConfig(baseline=not no_baseline, **options)
     try:
         run_federation(cfg)
-    except (FederationError, ValueError, FileNotFoundError) as exc:
+    except (FederationError, ValueError, FileNotFoundError, BlobStoreError) as exc:
         raise click.ClickException(str(exc)) from None

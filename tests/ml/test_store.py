@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.parser import BytesParser
-from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from eth_utils import keccak
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fake_ipfs import FakeKubo, raw_cid, serve_hanging, serve_kubo
 
 from ml.store import (
     BlobConflictError,
     BlobIntegrityError,
     BlobNotFoundError,
     BlobStore,
+    FetchBudget,
     InvalidKeyError,
     IpfsStore,
     LocalStore,
     StoreIndexError,
     StoreSpecError,
     StoreUnavailableError,
+    StoreUnhealthyError,
     blob_key,
     key_hex,
     normalize_key,
@@ -198,97 +199,14 @@ def test_open_store_refuses_unknown_specs(spec: str) -> None:
 
 # --------------------------------------------------------------------------- IPFS fake
 
-
-def _raw_cid(data: bytes) -> str:
-    """CIDv1 of a single raw block (what kubo returns for small files with cid-version=1)."""
-    digest = b"\x01\x55\x12\x20" + hashlib.sha256(data).digest()
-    return "b" + base64.b32encode(digest).decode().lower().rstrip("=")
-
-
-@dataclass
-class FakeKubo:
-    """State of the fake daemon; tests inspect and corrupt it."""
-
-    url: str = ""
-    blocks: dict[str, bytes] = field(default_factory=dict)
-    add_params: list[dict[str, list[str]]] = field(default_factory=list)
-    cat_count: int = 0
-
-
-def _handler(state: FakeKubo) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_: object) -> None:  # keep test output clean
-            pass
-
-        def _json(self, status: int, body: dict[str, object]) -> None:
-            payload = (json.dumps(body) + "\n").encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def do_GET(self) -> None:
-            # kubo answers GET on the RPC API with 405 since v0.5.
-            self._json(405, {"Message": "405 - Method Not Allowed", "Code": 0, "Type": "error"})
-
-        def do_POST(self) -> None:
-            url = urlsplit(self.path)
-            query = parse_qs(url.query)
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if url.path == "/api/v0/add":
-                state.add_params.append(query)
-                message = BytesParser(policy=HTTP).parsebytes(
-                    b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body
-                )
-                part = next(iter(message.iter_parts()))
-                data = part.get_payload(decode=True)
-                cid = _raw_cid(data)
-                state.blocks[cid] = data
-                self._json(200, {"Name": part.get_filename(), "Hash": cid, "Size": str(len(data))})
-            elif url.path == "/api/v0/cat":
-                state.cat_count += 1
-                cid = query.get("arg", [""])[0]
-                if cid not in state.blocks:
-                    self._json(500, {
-                        "Message": f"block was not found locally (offline): ipld: could not find {cid}",
-                        "Code": 0,
-                        "Type": "error",
-                    })
-                    return
-                data = state.blocks[cid]
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            else:
-                self._json(404, {"Message": "404 page not found", "Code": 0, "Type": "error"})
-
-    return Handler
+_raw_cid = raw_cid
 
 
 @pytest.fixture
 def kubo() -> Iterator[FakeKubo]:
-    """A protocol-level fake of the kubo (go-ipfs) HTTP RPC API on 127.0.0.1.
-
-    No IPFS daemon can be installed in this environment, so this fake speaks the
-    two endpoints IpfsStore uses, as kubo does: POST /api/v0/add (multipart
-    upload, JSON answer with the CID in "Hash") and POST /api/v0/cat?arg=<cid>
-    (raw bytes; HTTP 500 with a JSON "Message" for unknown CIDs). It is not a
-    content-routing node: it serves only what was added to it.
-    """
-    state = FakeKubo()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
+    """The fake kubo HTTP RPC API of tests/fake_ipfs.py on 127.0.0.1 (no IPFS daemon here)."""
+    with serve_kubo() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_ipfs_round_trip_pins_with_cid_v1(kubo: FakeKubo) -> None:
@@ -383,3 +301,191 @@ def test_unreachable_api_says_url_and_ipfs_daemon() -> None:
 def test_ipfs_url_must_be_http() -> None:
     with pytest.raises(StoreSpecError, match="http://"):
         IpfsStore("127.0.0.1:5001")
+
+
+# --------------------------------------------------------------------------- untrusted locators (M-3)
+
+HOSTILE_LOCATORS = [
+    "ipfs://x-y",
+    "ipfs://",
+    "/ipfs/",
+    "ipfs://" + "a" * 10_000,
+    "ipfs://../../etc/passwd",
+    "../../etc/passwd",
+    "file:///etc/passwd",
+    "file:../../etc/passwd",
+    "file:" + "0" * 64,
+    "ipfs://bafy\x00kreia",
+    "\x00",
+    "ipfs://\u0130\u212a",  # characters whose lower case changes length
+    "IPFS://%2e%2e/%2e%2e",
+    "http://169.254.169.254/latest/meta-data/",
+    "ipfs://abc?arg=x&arg=y",
+    "ipfs://abc/../../cat",
+    "x" * 1_000_000,
+    " \n\t ",
+]
+
+
+def _hostile_stores(tmp_path: Path, kubo: FakeKubo) -> list[BlobStore]:
+    return [LocalStore(tmp_path / "blobs"), IpfsStore(kubo.url, timeout=5)]
+
+
+@pytest.mark.parametrize("locator", HOSTILE_LOCATORS, ids=lambda x: repr(x)[:24])
+def test_hostile_locator_is_just_a_missing_blob(tmp_path: Path, kubo: FakeKubo, locator: str) -> None:
+    for store in _hostile_stores(tmp_path, kubo):
+        with pytest.raises(BlobNotFoundError) as info:
+            store.get(keccak(BLOB), locator)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 1000
+        with pytest.raises(BlobNotFoundError):
+            store.fetch(keccak(BLOB), locator, FetchBudget(seconds=2, backoff=0.01))
+    # Nothing was written outside the store, and no file other than blobs inside it.
+    assert list((tmp_path / "blobs").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blobs"]
+
+
+def test_hostile_locator_cannot_replace_a_stored_blob(tmp_path: Path, kubo: FakeKubo) -> None:
+    for store in _hostile_stores(tmp_path, kubo):
+        key = store.put(BLOB)
+        for locator in HOSTILE_LOCATORS:
+            assert store.get(key, locator) == BLOB
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(locator=st.one_of(
+    st.text(),
+    st.text().map(lambda t: "ipfs://" + t),
+    st.text().map(lambda t: "/ipfs/" + t),
+    st.from_regex(r"ipfs://[A-Za-z0-9]{1,200}", fullmatch=True),
+    st.binary().map(lambda b: b.decode("latin-1")),
+))
+def test_get_with_any_locator_raises_only_not_found(tmp_path: Path, kubo: FakeKubo, locator: str) -> None:
+    """Whatever text a client records as its locator, get() says 'not found' and nothing else."""
+    for store in _hostile_stores(tmp_path, kubo):
+        try:
+            store.get(keccak(BLOB), locator)
+        except (BlobNotFoundError, BlobIntegrityError):
+            pass
+    assert not any((tmp_path / "blobs").iterdir())
+
+
+def test_ipfs_locator_naming_other_content_is_integrity_not_crash(kubo: FakeKubo) -> None:
+    other = b"someone else's update"
+    store = IpfsStore(kubo.url, timeout=5)
+    store.put(other)
+    with pytest.raises(BlobIntegrityError):
+        store.fetch(keccak(BLOB), f"ipfs://{_raw_cid(other)}")
+    assert kubo.cat_count == 1  # wrong bytes are final: not asked again
+
+
+# --------------------------------------------------------------------------- bounded fetch (M-3)
+
+SLACK = 5.0  # generous: the point is "bounded", not a precise timing
+
+
+def test_fetch_from_a_hanging_node_gives_up_within_the_budget() -> None:
+    budget = FetchBudget(seconds=1.5, attempts=3, request_timeout=1.0)
+    with serve_hanging() as url:
+        store = IpfsStore(url, timeout=60)  # its own timeout is long: the budget must win
+        t0 = time.monotonic()
+        with pytest.raises(BlobNotFoundError, match="Gave up after") as info:
+            store.fetch(keccak(BLOB), f"ipfs://{_raw_cid(BLOB)}", budget)
+        elapsed = time.monotonic() - t0
+    assert elapsed < budget.seconds + SLACK
+    assert info.value.transient and "\n" not in str(info.value)
+
+
+def test_fetch_of_a_cid_the_node_hangs_on_gives_up_within_the_budget(kubo: FakeKubo) -> None:
+    kubo.hang_cids.add(_raw_cid(BLOB))
+    budget = FetchBudget(seconds=1.0, attempts=5, request_timeout=0.5)
+    store = IpfsStore(kubo.url, timeout=60)
+    t0 = time.monotonic()
+    with pytest.raises(BlobNotFoundError, match="Gave up after"):
+        store.fetch(keccak(BLOB), f"ipfs://{_raw_cid(BLOB)}", budget)
+    assert time.monotonic() - t0 < budget.seconds + SLACK
+    assert 1 <= kubo.cat_count <= budget.attempts
+
+
+def test_fetch_from_a_node_answering_500_retries_then_not_found(kubo: FakeKubo) -> None:
+    budget = FetchBudget(seconds=5.0, attempts=3, request_timeout=2.0, backoff=0.05)
+    store = IpfsStore(kubo.url, timeout=60)
+    t0 = time.monotonic()
+    with pytest.raises(BlobNotFoundError, match="3 attempt.*could not find") as info:
+        store.fetch(keccak(BLOB), f"ipfs://{_raw_cid(BLOB)}", budget)
+    assert time.monotonic() - t0 < budget.seconds + SLACK
+    assert kubo.cat_count == 3
+    assert "\n" not in str(info.value)
+
+
+def test_fetch_of_a_malformed_locator_does_not_retry(kubo: FakeKubo) -> None:
+    store = IpfsStore(kubo.url, timeout=5)
+    with pytest.raises(BlobNotFoundError, match="does not hold a CID") as info:
+        store.fetch(keccak(BLOB), "ipfs://x-y", FetchBudget(seconds=5))
+    assert not info.value.transient and kubo.cat_count == 0
+
+
+def test_fetch_returns_a_served_blob_at_once(kubo: FakeKubo) -> None:
+    publisher = IpfsStore(kubo.url, timeout=5)
+    key = publisher.put(BLOB)
+    reader = IpfsStore(kubo.url, timeout=5)
+    assert reader.fetch(key, publisher.locator(key), FetchBudget(seconds=2)) == BLOB
+    assert kubo.cat_count == 1
+
+
+def test_fetch_budget_is_checked() -> None:
+    for bad in (dict(attempts=0), dict(seconds=-1), dict(request_timeout=0)):
+        with pytest.raises(ValueError, match="budget"):
+            FetchBudget(**bad)
+
+
+def test_oversized_blob_is_not_read_to_the_end(kubo: FakeKubo) -> None:
+    big = b"x" * 300_000
+    IpfsStore(kubo.url, timeout=5).put(big)
+    store = IpfsStore(kubo.url, timeout=5, max_blob_bytes=100_000)
+    with pytest.raises(BlobNotFoundError, match="larger than"):
+        store.fetch(keccak(big), f"ipfs://{_raw_cid(big)}", FetchBudget(seconds=2, attempts=1))
+
+
+# --------------------------------------------------------------------------- health checks (M-3)
+
+
+def test_local_store_health_check(local: LocalStore) -> None:
+    local.health_check()
+    assert local.has(blob_key(b"chainfl blob store health probe v1\n"))
+    local.health_check()  # probing again changes nothing
+
+
+def test_local_store_health_check_fails_when_the_folder_is_gone(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "blobs")
+    (tmp_path / "blobs").rmdir()
+    (tmp_path / "blobs").write_bytes(b"not a folder")
+    with pytest.raises(StoreUnhealthyError, match="health check.*writable") as info:
+        store.health_check()
+    assert "\n" not in str(info.value)
+
+
+def test_ipfs_health_check_passes_on_a_working_node(kubo: FakeKubo) -> None:
+    IpfsStore(kubo.url, timeout=5).health_check(timeout=5)
+    assert kubo.add_count == 1 and kubo.cat_count == 1
+
+
+def test_ipfs_health_check_fails_on_a_full_disk(kubo: FakeKubo) -> None:
+    kubo.add_error = "mkdir /data/ipfs/blocks/XY: no space left on device"
+    with pytest.raises(StoreUnhealthyError, match="no space left"):
+        IpfsStore(kubo.url, timeout=5).health_check(timeout=5)
+
+
+def test_ipfs_health_check_fails_in_time_on_a_hanging_node() -> None:
+    with serve_hanging() as url:
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnhealthyError, match="health check.*did not answer"):
+            IpfsStore(url, timeout=60).health_check(timeout=1.0)
+        assert time.monotonic() - t0 < 1.0 + SLACK
+
+
+def test_ipfs_health_check_fails_when_nobody_listens() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(StoreUnhealthyError, match="ipfs daemon"):
+        IpfsStore(f"http://127.0.0.1:{port}", timeout=2, connect_timeout=1).health_check(timeout=2)
