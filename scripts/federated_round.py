@@ -36,7 +36,8 @@ from ml.store import BlobStoreError
               help="Number of simulated malicious clients (the last ones)")
 @click.option("--attack", type=click.Choice(ATTACKS), default="signflip", show_default=True,
               help="What the attackers send: signflip/scale (x10), nan, labelflip, tamper (blob != commitment), "
-                   "garbage (cannot be opened), inflate (claims 100x its samples: refused with --permissioned)")
+                   "garbage (cannot be opened), badlocator (a hostile locator, blob withheld: missing_blob), "
+                   "inflate (claims 100x its samples: refused with --permissioned)")
 @click.option("--norm-bound", type=float, default=0.0, show_default=True,
               help="Published L2 bound on an update's change; updates above it are rejected and slashed (0 = none)")
 @click.option("--stake", "stake_eth", type=float, default=1.0, show_default=True, help="Stake per client (ETH)")
