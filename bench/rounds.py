@@ -26,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ml.federation import Federation, FederationConfig
+from ml.parties.federation import Federation, FederationConfig
 
 CORE_PHASES = ("training", "evaluation", "encode_seal_store", "chain", "aggregation")
 

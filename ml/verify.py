@@ -7,7 +7,7 @@ reward is ``mulDiv(reward, samples, acceptedWeight)`` and each slash is
 ``slashBps`` of the client's stake at the time. Whoever holds the aggregator's
 sealing key (the aggregator, or an auditor it gave the key to) can also open
 the sealed updates and re-compute the aggregation with
-:func:`ml.aggregator.compute_round` -- the very code the aggregator ran -- and
+:func:`ml.rounds.compute_round` -- the very code the aggregator ran -- and
 must get the same model hash bit for bit, and the same rejected and excluded
 clients.
 
@@ -279,7 +279,7 @@ def verify_round(
         rep.add("re-computation", None, "needs the aggregator's sealing key (--key-file): only the aggregator "
                                         "or an auditor it trusts can open the sealed updates")
         return rep
-    from .aggregator import compute_round
+    from .rounds import compute_round
     from .sealing import public_key_of
 
     if public_key_of(private_key) != params.aggregatorKey:

@@ -4,7 +4,7 @@ from pathlib import Path
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from ml.party import DEFAULT_DEPLOYMENTS, Log, user_errors
+from ml.parties import DEFAULT_DEPLOYMENTS, Log, user_errors
 
 
 @click.command(cls=ConnectedProviderCommand, short_help="Admit clients to a permissioned job")
@@ -22,7 +22,7 @@ def cli(account, clients, samples, deployments):
     registrar role (the deploying admin has it). Clients then register with `ape run client`."""
     from ape.logging import logger
 
-    from ml.party import admit_clients, open_job, prepare_account
+    from ml.parties import admit_clients, open_job, prepare_account
 
     logger.set_level("WARNING")
     log = Log("registrar")

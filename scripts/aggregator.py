@@ -4,7 +4,7 @@ from pathlib import Path
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from ml.party import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, Log
+from ml.parties import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, Log
 
 
 @click.command(cls=ConnectedProviderCommand, short_help="Run the aggregator of a deployed job")
@@ -34,7 +34,7 @@ def cli(account, key_file, eval_data, store, deployments, rounds, min_clients, a
     after --rounds, or on Ctrl-C / SIGTERM (exit 0); run it again to continue where it stopped."""
     from ape.logging import logger
 
-    from ml.party import AggregatorOptions, AggregatorParty, Stop, load_npz, open_job, prepare_account, run_party
+    from ml.parties import AggregatorOptions, AggregatorParty, Stop, load_npz, open_job, prepare_account, run_party
     from ml.sealing import load_private_key
 
     logger.set_level("WARNING")

@@ -4,14 +4,14 @@ from pathlib import Path
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from ml.party import DEFAULT_DEPLOYMENTS, Log
+from ml.parties import DEFAULT_DEPLOYMENTS, Log
 from ml.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 
 
 @click.command(cls=ConnectedProviderCommand, short_help="Run a client of a deployed job")
 @account_option()
 @click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="This client's own training data: an .npz with x and y (see `python -m ml.party split`)")
+              help="This client's own training data: an .npz with x and y (see `python -m ml.parties.split`)")
 @click.option("--store", help="Update store: a folder or an IPFS API URL [the one recorded by deploy]")
 @click.option("--deployments", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_DEPLOYMENTS),
               show_default=True, help="Deployments file written by `ape run deploy`")
@@ -35,7 +35,7 @@ def cli(account, data_file, store, deployments, stake, top_up, rounds, epochs, b
     (exit 0); run it again to continue (it never submits twice to a round)."""
     from ape.logging import logger
 
-    from ml.party import (ClientOptions, ClientParty, Stop, fmt_eth, load_npz, open_job, parse_eth,
+    from ml.parties import (ClientOptions, ClientParty, Stop, fmt_eth, load_npz, open_job, parse_eth,
                           prepare_account, run_party)
 
     logger.set_level("WARNING")

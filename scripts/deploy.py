@@ -4,7 +4,7 @@ from pathlib import Path
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from ml.party import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, DEFAULT_STORE, STRATEGIES, Log, user_errors
+from ml.parties import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, DEFAULT_STORE, STRATEGIES, Log, user_errors
 
 
 @click.command(cls=ConnectedProviderCommand, short_help="Deploy a federated-learning job")
@@ -56,7 +56,7 @@ def cli(account, config_file, aggregator_address, aggregator_key_file, store, de
     `ape run client` and `ape run verify_round` read."""
     from ape.logging import logger
 
-    from ml.party import deploy_job, fmt_eth, make_deploy_config, prepare_account, read_config_file
+    from ml.parties import deploy_job, fmt_eth, make_deploy_config, prepare_account, read_config_file
 
     logger.set_level("WARNING")
     log = Log("deploy")

@@ -6,7 +6,7 @@ from ape.cli import ConnectedProviderCommand
 
 from ml.attacks import ATTACKS
 from ml.training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE
-from ml.federation import STRATEGY_CHOICES, FederationConfig, FederationError, run_federation
+from ml.parties.federation import STRATEGY_CHOICES, FederationConfig, FederationError, run_federation
 from ml.store import BlobStoreError
 
 

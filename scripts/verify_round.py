@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 from ape.cli import ConnectedProviderCommand
 
-from ml.party import DEFAULT_DEPLOYMENTS, PartyError, user_errors
+from ml.parties import DEFAULT_DEPLOYMENTS, PartyError, user_errors
 
 
 @click.command(cls=ConnectedProviderCommand, short_help="Re-check finalized rounds")
@@ -27,7 +27,7 @@ def cli(rounds, key_file, store, deployments, as_json):
     from ape.logging import logger
 
     from ml.chain import Phase
-    from ml.party import open_job
+    from ml.parties import open_job
     from ml.sealing import load_private_key
     from ml.verify import FAIL, PASS, verify_round
 

@@ -2,7 +2,7 @@
 target or module, and every option it passes is one that command accepts (read from --help).
 The commands themselves run in other tests: make test/run in CI, federated_round in
 tests/e2e, deploy/aggregator/client/verify_round as separate processes in tests/multiparty,
-the job.yaml keys below, and `python -m ml.party split` here."""
+the job.yaml keys below, and `python -m ml.parties.split` here."""
 from __future__ import annotations
 
 import functools
@@ -80,7 +80,7 @@ def test_python_modules_and_options_exist(argv):
 
 
 def test_job_yaml_example_is_accepted():
-    from ml.party import make_deploy_config
+    from ml.parties import make_deploy_config
 
     (block,) = [b for b in _blocks("yaml") if "min_stake" in b]
     cfg = make_deploy_config(yaml.safe_load(block))
@@ -88,7 +88,7 @@ def test_job_yaml_example_is_accepted():
 
 
 def test_split_command_runs(tmp_path):
-    (cmd,) = [c for c in _commands() if c[:4] == ["python", "-m", "ml.party", "split"]]
+    (cmd,) = [c for c in _commands() if c[:3] == ["python", "-m", "ml.parties.split"]]
     argv = [sys.executable, *cmd[1:]]
     argv[argv.index("--out") + 1] = str(tmp_path / "data")
     res = subprocess.run(argv, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)

@@ -15,11 +15,12 @@ import pytest
 from eth_utils import keccak
 
 from ml import codec
-from ml.aggregator import Aggregator, round_fetch_budget
+from ml.parties import Aggregator
+from ml.rounds import round_fetch_budget
 from ml.chain import FLContract, JobParams, Phase, UpdateStatus
-from ml.client import Client
+from ml.parties.client import Client
 from ml.data import load_dataset
-from ml.federation import Federation, FederationConfig
+from ml.parties.federation import Federation, FederationConfig
 from ml.models import initial_weights, spec_for_dataset, tensor_names
 from ml.sealing import generate_keypair
 from ml.store import IpfsStore, StoreUnhealthyError
@@ -159,7 +160,7 @@ def test_m3_own_store_down_stops_in_one_line_slashes_nobody_and_the_round_can_re
 
 def test_m3_fetch_budget_ends_well_before_anyone_may_cancel():
     """A fraction of the grace period, capped; each blob a fair share of what is left."""
-    from ml.aggregator import blob_budget
+    from ml.rounds import blob_budget
 
     for grace in (4, 12, 60, 300, 600, 86_400):
         assert 0 < round_fetch_budget(grace) <= grace / 2
@@ -179,8 +180,8 @@ def test_m3_fetch_budget_ends_well_before_anyone_may_cancel():
 
 def test_m3_party_says_in_one_line_that_its_own_store_is_down():
     """The aggregator process (ape run aggregator) pauses on its unhealthy store and says so; it retries."""
-    from ml.aggregator import own_store_down
-    from ml.party import Stop, run_until_done
+    from ml.rounds import own_store_down
+    from ml.parties import Stop, run_until_done
 
     lines: list[str] = []
     calls = iter([StoreUnhealthyError(own_store_down(7, StoreUnhealthyError("disk full"))), None, "done"])
@@ -204,9 +205,9 @@ def _job_parts(res, accounts):
     """The finished federation's contract, store, spec, aggregator and a client factory (rounds go on by hand)."""
     import json
 
-    from ml.aggregator import Aggregator
+    from ml.parties import Aggregator
     from ml.chain import FLContract
-    from ml.client import Client
+    from ml.parties.client import Client
     from ml.data import load_dataset
     from ml.models import ModelSpec
     from ml.sealing import load_private_key
@@ -232,7 +233,7 @@ def test_m2_a_copied_commitment_is_rejected_as_the_copiers_and_the_victim_is_acc
     lets both through (uniqueness is per client); the aggregator cannot open the copy as the copier's,
     because the seal binds the client: the copier is rejected and slashed, the victim accepted."""
     from ml.chain import UpdateStatus
-    from ml.federation import Federation, FederationConfig
+    from ml.parties.federation import Federation, FederationConfig
 
     res = Federation(FederationConfig(clients=3, rounds=1, out=tmp_path / "out", quiet=True, baseline=False,
                                       seed=1)).run()
@@ -257,7 +258,7 @@ def test_m2_a_client_whose_commitment_was_used_reseals_and_resubmits(tmp_path, a
     """A client handed a blob it already committed to (a replay, e.g. a stale store after a restart)
     seals the update afresh and submits again while the round is open, instead of exiting."""
     from ml.chain import UpdateStatus
-    from ml.federation import Federation, FederationConfig
+    from ml.parties.federation import Federation, FederationConfig
 
     res = Federation(FederationConfig(clients=2, rounds=1, out=tmp_path / "out", quiet=True, baseline=False,
                                       seed=1)).run()
@@ -281,7 +282,7 @@ def test_m4_inflated_sample_count(tmp_path, permissioned):
     """The inflator claims 100x its samples. A permissioned job refuses it (its allowance is its true
     count) and its weight stays out; an open job only caps it (the README says so)."""
     from ml.chain import FLContract
-    from ml.federation import Federation, FederationConfig
+    from ml.parties.federation import Federation, FederationConfig
 
     res = Federation(FederationConfig(clients=3, rounds=1, out=tmp_path / "out", quiet=True, baseline=False, seed=1,
                                       attackers=1, attack="inflate", permissioned=permissioned)).run()

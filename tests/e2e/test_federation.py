@@ -8,10 +8,10 @@ import pytest
 from eth_utils import keccak
 
 from ml import codec
-from ml.aggregator import collect_updates
+from ml.rounds import collect_updates
 from ml.chain import ChainError, FLContract, Phase, UpdateStatus
-from ml.client import Client, TrainConfig
-from ml.federation import Federation, FederationConfig, SimulatedCrash
+from ml.parties.client import Client, TrainConfig
+from ml.parties.federation import Federation, FederationConfig, SimulatedCrash
 from ml.sealing import SealContext, SealError, open_sealed, seal
 from ml.store import LocalStore
 
@@ -163,7 +163,7 @@ def test_replayed_commitment_reverts_with_clear_error(tmp_path, accounts):
 
 def test_krum_f_is_lowered_when_rejections_leave_few_updates():
     """Krum needs n >= 2f + 3: the aggregator lowers f (deterministically) instead of failing the round."""
-    from ml.aggregator import effective_strategy
+    from ml.rounds import effective_strategy
 
     assert effective_strategy("multi_krum", {"f": 4}, 10) == ("multi_krum", {"f": 3})
     assert effective_strategy("krum", {"f": 2}, 7) == ("krum", {"f": 2})

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ml.chain import Phase, UpdateStatus
-from ml.party import (
+from ml.parties import (
     Abandoned,
     AggregatorOptions,
     AggregatorParty,

@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from ml.party import split_dataset
+from ml.parties import split_dataset
 from tests.multiparty.harness import NETWORK, SIGINT, SIGTERM, address_of, alter_blob, on_anvil
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]

@@ -1,4 +1,4 @@
-"""The aggregator: collect -> verify -> open -> validate -> aggregate -> publish -> finalize.
+"""One round's computation: collect -> verify -> open -> validate -> aggregate.
 
 :func:`compute_round` is a pure function of the chain's record, the store and
 the sealing key: the aggregator runs it to finalize a round, and
@@ -16,7 +16,7 @@ from eth_utils import to_checksum_address
 
 from . import codec
 from .aggregation import AggregateResult, ClientUpdate, aggregate, check_norm
-from .chain import ZERO32, FLContract, Phase, RoundInfo
+from .chain import FLContract, RoundInfo
 from .models import ModelSpec, tensor_names
 from .sealing import SealContext, SealError, open_sealed
 from .store import (
@@ -28,7 +28,6 @@ from .store import (
     StoreUnhealthyError,
 )
 from .timing import Timings
-from .training import evaluate
 
 
 @dataclass(frozen=True)
@@ -262,86 +261,3 @@ def compute_round(
     with timings.measure("encode_seal_store"):
         comp.model_blob = codec.encode(comp.result.weights, tensor_names(spec))
     return comp
-
-
-class Aggregator:
-    """Runs rounds for one job; holds the sealing key and a held-out evaluation set."""
-
-    def __init__(
-        self,
-        account: Any,
-        fl: FLContract,
-        store: BlobStore,
-        private_key: bytes,
-        spec: ModelSpec,
-        x_eval: np.ndarray | None,
-        y_eval: np.ndarray | None,
-        *,
-        chain_id: int,
-        strategy: str = "fedavg",
-        strategy_params: dict[str, Any] | None = None,
-        timings: Timings | None = None,
-    ):
-        self.account = account
-        self.fl = fl
-        self.store = store
-        self.private_key = private_key
-        self.spec = spec
-        self.x_eval = x_eval
-        self.y_eval = y_eval
-        self.chain_id = chain_id
-        self.strategy = strategy
-        self.strategy_params = dict(strategy_params or {})
-        self.timings = timings or Timings()
-
-    def open_round(self) -> int:
-        """The open round, starting a new one if none is open (restart-safe)."""
-        with self.timings.measure("chain"):
-            current = self.fl.current_round()
-            if current and self.fl.round(current).phase == Phase.OPEN:
-                return current
-            return self.fl.start_round(self.account)
-
-    def finalize(self, round_id: int) -> RoundOutcome:
-        """Computes the round and records it on chain.
-
-        Verdicts never depend on the quorum: below it the round is closed as Failed with no
-        model, and its rejected updates are slashed all the same (a bad update cannot escape
-        its slash by making the round miss the quorum).
-        """
-        gas0 = self.fl.meter.total
-        comp = compute_round(
-            self.fl, self.store, self.private_key, self.spec, round_id,
-            chain_id=self.chain_id, strategy=self.strategy, strategy_params=self.strategy_params,
-            timings=self.timings,
-        )
-        with self.timings.measure("chain"):
-            params = self.fl.params()
-        rejected = [r.client for r in comp.rejected]
-        samples = {u.key: u.num_samples for u in comp.valid}
-        if comp.result is None or len(comp.accepted) < params.quorum:
-            with self.timings.measure("chain"):
-                self.fl.finalize(self.account, round_id, ZERO32, rejected, comp.excluded, "")
-            return RoundOutcome(
-                round_id, "failed", None, comp.accepted, comp.excluded, comp.rejected,
-                gas=self.fl.meter.total - gas0,
-                note=f"{len(comp.accepted)} valid update(s), quorum is {params.quorum}: no model, "
-                     f"{len(rejected)} rejection(s) slashed",
-                samples=samples,
-            )
-        loss = accuracy = float("nan")
-        if self.x_eval is not None and len(self.x_eval):  # an aggregator may run without an evaluation set
-            with self.timings.measure("evaluation"):
-                ev = evaluate(self.spec, comp.result.weights, self.x_eval, self.y_eval)
-            loss, accuracy = float(ev.loss), float(ev.accuracy)
-        with self.timings.measure("encode_seal_store"):
-            model_hash = self.store.put(comp.model_blob)
-            locator = self.store.locator(model_hash)
-        with self.timings.measure("chain"):
-            self.fl.finalize(self.account, round_id, model_hash, rejected, comp.excluded, locator)
-            reward = self.fl.round(round_id).reward
-        return RoundOutcome(
-            round_id, "finalized", model_hash, comp.accepted, comp.excluded, comp.rejected,
-            loss=loss, accuracy=accuracy, gas=self.fl.meter.total - gas0, reward=reward,
-            samples=samples,
-        )

@@ -19,12 +19,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import aggregation, codec, report
-from .aggregator import Aggregator, RoundOutcome
-from .attacks import check_attack
+from .. import aggregation, codec, report
+from .aggregator import Aggregator
+from ..rounds import RoundOutcome
+from ..attacks import check_attack
 from eth_utils import to_checksum_address
 
-from .chain import (
+from ..chain import (
     ChainError,
     ClientStatus,
     Deployment,
@@ -42,13 +43,13 @@ from .chain import (
     save_deployment,
 )
 from .client import Client, TrainConfig
-from .data import load_dataset
-from .models import ModelSpec, build_model, initial_weights, num_params, spec_for_dataset, tensor_names
-from .partition import partition, summarize
-from .sealing import generate_keypair, load_private_key, public_key_of, save_private_key
-from .store import open_store
-from .timing import Timings
-from .training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE, centralized_baseline
+from ..data import load_dataset
+from ..models import ModelSpec, build_model, initial_weights, num_params, spec_for_dataset, tensor_names
+from ..partition import partition, summarize
+from ..sealing import generate_keypair, load_private_key, public_key_of, save_private_key
+from ..store import open_store
+from ..timing import Timings
+from ..training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE, centralized_baseline
 
 STRATEGY_CHOICES = tuple(aggregation.STRATEGIES)
 

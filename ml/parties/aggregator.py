@@ -1,0 +1,270 @@
+"""`ape run aggregator`: start a round, wait until every client is in (or the deadline), close it, repeat."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..chain import ZERO32, ChainError, FLContract, Phase, is_dev_chain
+from ..models import ModelSpec
+from ..rounds import RoundOutcome, compute_round
+from ..store import BlobStore
+from ..timing import Timings
+from ..training import evaluate
+from .deploy import Job
+from .lifecycle import (
+    Log,
+    PartyError,
+    Stop,
+    advance_chain_past,
+    chain_now,
+    check_data_fits,
+    run_until_done,
+    short,
+)
+
+
+class Aggregator:
+    """Runs rounds for one job; holds the sealing key and a held-out evaluation set."""
+
+    def __init__(
+        self,
+        account: Any,
+        fl: FLContract,
+        store: BlobStore,
+        private_key: bytes,
+        spec: ModelSpec,
+        x_eval: np.ndarray | None,
+        y_eval: np.ndarray | None,
+        *,
+        chain_id: int,
+        strategy: str = "fedavg",
+        strategy_params: dict[str, Any] | None = None,
+        timings: Timings | None = None,
+    ):
+        self.account = account
+        self.fl = fl
+        self.store = store
+        self.private_key = private_key
+        self.spec = spec
+        self.x_eval = x_eval
+        self.y_eval = y_eval
+        self.chain_id = chain_id
+        self.strategy = strategy
+        self.strategy_params = dict(strategy_params or {})
+        self.timings = timings or Timings()
+
+    def open_round(self) -> int:
+        """The open round, starting a new one if none is open (restart-safe)."""
+        with self.timings.measure("chain"):
+            current = self.fl.current_round()
+            if current and self.fl.round(current).phase == Phase.OPEN:
+                return current
+            return self.fl.start_round(self.account)
+
+    def finalize(self, round_id: int) -> RoundOutcome:
+        """Computes the round and records it on chain.
+
+        Verdicts never depend on the quorum: below it the round is closed as Failed with no
+        model, and its rejected updates are slashed all the same (a bad update cannot escape
+        its slash by making the round miss the quorum).
+        """
+        gas0 = self.fl.meter.total
+        comp = compute_round(
+            self.fl, self.store, self.private_key, self.spec, round_id,
+            chain_id=self.chain_id, strategy=self.strategy, strategy_params=self.strategy_params,
+            timings=self.timings,
+        )
+        with self.timings.measure("chain"):
+            params = self.fl.params()
+        rejected = [r.client for r in comp.rejected]
+        samples = {u.key: u.num_samples for u in comp.valid}
+        if comp.result is None or len(comp.accepted) < params.quorum:
+            with self.timings.measure("chain"):
+                self.fl.finalize(self.account, round_id, ZERO32, rejected, comp.excluded, "")
+            return RoundOutcome(
+                round_id, "failed", None, comp.accepted, comp.excluded, comp.rejected,
+                gas=self.fl.meter.total - gas0,
+                note=f"{len(comp.accepted)} valid update(s), quorum is {params.quorum}: no model, "
+                     f"{len(rejected)} rejection(s) slashed",
+                samples=samples,
+            )
+        loss = accuracy = float("nan")
+        if self.x_eval is not None and len(self.x_eval):  # an aggregator may run without an evaluation set
+            with self.timings.measure("evaluation"):
+                ev = evaluate(self.spec, comp.result.weights, self.x_eval, self.y_eval)
+            loss, accuracy = float(ev.loss), float(ev.accuracy)
+        with self.timings.measure("encode_seal_store"):
+            model_hash = self.store.put(comp.model_blob)
+            locator = self.store.locator(model_hash)
+        with self.timings.measure("chain"):
+            self.fl.finalize(self.account, round_id, model_hash, rejected, comp.excluded, locator)
+            reward = self.fl.round(round_id).reward
+        return RoundOutcome(
+            round_id, "finalized", model_hash, comp.accepted, comp.excluded, comp.rejected,
+            loss=loss, accuracy=accuracy, gas=self.fl.meter.total - gas0, reward=reward,
+            samples=samples,
+        )
+
+
+# --------------------------------------------------------------------------- aggregator
+
+
+@dataclass
+class AggregatorOptions:
+    rounds: int = 0  # stop once the job's round `rounds` is closed; 0 = run until stopped
+    min_clients: int = 1  # active clients needed before a round starts
+    advance_time: bool = False  # dev chain: move time past the deadline after `patience`
+    patience: float = 60.0  # seconds of real time to wait for every active client (with advance_time)
+    poll: float = 0.5
+    max_poll: float = 5.0
+
+
+@dataclass
+class RoundRecord:
+    round_id: int
+    status: str
+    accepted: int
+    rejected: int
+    excluded: int
+    accuracy: float
+    seconds: float | None  # from startRound to finalizeRound (None for a round resumed after a restart)
+    gas: int
+    model_hash: str
+
+
+class AggregatorParty:
+    """The aggregator's loop. Holds the sealing key and (optionally) an evaluation set, nothing else."""
+
+    def __init__(self, account: Any, job: Job, private_key: bytes, opts: AggregatorOptions,
+                 eval_data: tuple[np.ndarray, np.ndarray] | None = None, stop: Stop | None = None,
+                 log: Callable[[str], None] | None = None):
+        from ..sealing import public_key_of
+
+        self.account = account
+        self.job = job
+        self.opts = opts
+        self.stop = stop or Stop()
+        self.log = log or Log("aggregator")
+        fl = job.fl
+        if not fl.has_role("aggregator", str(account.address)):
+            raise PartyError(f"{account.address} does not hold the aggregator role of {fl.address} "
+                             f"(the job's aggregator is {job.deployment.aggregator}); use that --account")
+        on_chain = fl.params(fresh=True).aggregatorKey
+        if public_key_of(private_key) != on_chain:
+            raise PartyError(f"the key file holds public key 0x{public_key_of(private_key).hex()}, the contract "
+                             f"expects 0x{on_chain.hex()}: use the key file `ape run deploy` wrote")
+        if opts.advance_time and not is_dev_chain():
+            raise PartyError("--advance-time works on a local dev chain only (Anvil, Ganache); on a real network "
+                             "the aggregator waits for the deadline")
+        x, y = eval_data if eval_data is not None else (None, None)
+        if x is not None:
+            check_data_fits(x, y, job.spec, "--eval-data")
+        self.agg = Aggregator(account, fl, job.store, private_key, job.spec, x, y, chain_id=job.chain_id,
+                              strategy=job.strategy, strategy_params=job.strategy_params)
+        self.records: list[RoundRecord] = []
+
+    # -- helpers
+    def _done(self) -> bool:
+        fl, n = self.job.fl, self.opts.rounds
+        if not n:
+            return False
+        cur = fl.current_round()
+        return cur > n or (cur == n and fl.round(n).phase != Phase.OPEN)
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float = math.inf) -> bool:
+        return self.stop.wait_for(predicate, timeout, self.opts.poll, self.opts.max_poll)
+
+    def run(self) -> str:
+        """Runs rounds until --rounds are closed or a stop request; returns why it stopped."""
+        fl = self.job.fl
+        strategy = self.job.strategy + (f" {self.job.strategy_params}" if self.job.strategy_params else "")
+        self.log(f"job {fl.address} on {self.job.network} (chain {self.job.chain_id}); strategy {strategy}; "
+                 f"store {self.job.store}")
+        if self.agg.x_eval is not None:
+            from ..models import import_keras
+
+            import_keras()  # now rather than in the first round (evaluation needs Keras)
+        def step() -> str | None:
+            if self._done():
+                return f"round {self.opts.rounds} is closed"
+            self._one_round()
+            return None
+
+        return run_until_done(step, self.stop, self.log)
+
+    def _one_round(self) -> None:
+        fl = self.job.fl
+        cur = fl.current_round()
+        started: float | None = None
+        gas0 = fl.meter.total  # this round's gas: startRound (unless resumed) + finalizeRound
+        if cur and fl.round(cur).phase == Phase.OPEN:
+            r = cur
+            self.log(f"round {r} is open: resuming it")
+        else:
+            need = self.opts.min_clients
+            if fl.active_clients() < need:
+                self.log(f"waiting for {need} active client(s) (now {fl.active_clients()})")
+                if not self._wait(lambda: fl.active_clients() >= need):
+                    return
+            gas0 = fl.meter.total
+            r = self.agg.open_round()
+            started = time.monotonic()
+            info = fl.round(r)
+            self.log(f"round {r} started on model {short(info.base_model_hash)}; deadline in "
+                     f"{info.deadline - chain_now()} s; {fl.active_clients()} active client(s)")
+        self._wait_and_finalize(r, started, gas0)
+
+    def _wait_and_finalize(self, r: int, started: float | None, gas0: int | None = None) -> None:
+        fl = self.job.fl
+        info = fl.round(r)
+        t0 = time.monotonic()
+        seen = [-1]
+
+        def ready() -> bool:
+            n = fl.round(r).submissions
+            if n != seen[0]:
+                seen[0] = n
+                self.log(f"round {r}: {n}/{fl.active_clients()} update(s) in")
+            if fl.can_finalize(r) or chain_now() > info.deadline:
+                return True
+            return self.opts.advance_time and time.monotonic() - t0 >= self.opts.patience
+
+        if not self._wait(ready):
+            return  # stop requested while waiting: the round stays open for the next run
+        waited = time.monotonic() - t0
+        if not fl.can_finalize(r) and chain_now() <= info.deadline:
+            advance_chain_past(info.deadline)
+            self.log(f"round {r}: not every active client submitted within {self.opts.patience:g} s; "
+                     "moved the dev chain's time past the deadline")
+        t1 = time.monotonic()
+        self.job.prefetch_model(info.base_model_hash)  # with its locator: an IPFS store learns the CID
+        for attempt in range(10):
+            try:
+                outcome = self.agg.finalize(r)
+                break
+            except ChainError as exc:
+                if exc.error_name == "RoundNotOpen":
+                    self.log(f"round {r} was closed by someone else ({fl.round(r).phase.name.lower()})")
+                    return
+                if exc.error_name != "DeadlineNotReached" or attempt == 9:
+                    raise
+                self.stop.sleep(1.0)  # the node's clock is a little behind ours
+        else:  # pragma: no cover
+            return
+        seconds = None if started is None else time.monotonic() - started
+        gas = fl.meter.total - gas0 if gas0 is not None else outcome.gas
+        rej = ", ".join(f"{short(x.client, 8)} ({x.reason})" for x in outcome.rejected) or "none"
+        acc = "" if math.isnan(outcome.accuracy) else f"; accuracy {outcome.accuracy:.4f} on the evaluation set"
+        total = "" if seconds is None else f"; round time {seconds:.1f} s"
+        self.log(f"round {r} {outcome.status}: {len(outcome.accepted)} accepted, {len(outcome.rejected)} rejected "
+                 f"[{rej}], {len(outcome.excluded)} excluded; model {short(outcome.model_hash)}{acc}; "
+                 f"aggregator gas {gas:,}{total} (waiting {waited:.1f} s, aggregating {time.monotonic() - t1:.1f} s)"
+                 + (f"; {outcome.note}" if outcome.note else ""))
+        self.records.append(RoundRecord(
+            r, outcome.status, len(outcome.accepted), len(outcome.rejected), len(outcome.excluded), outcome.accuracy,
+            seconds, gas, "0x" + outcome.model_hash.hex() if outcome.model_hash else "",
+        ))

@@ -1,0 +1,397 @@
+"""`ape run client`: register, train on the holder's own data, submit, claim, repeat.
+
+One participant: fetch the global model -> train -> encode -> seal -> store -> submit.
+
+The client holds only its own data and its account. It is restartable: before
+doing anything for a round it asks the chain whether it already submitted, so a
+process killed after `submitUpdate` never submits twice, and one killed before
+it simply trains again (the new blob is sealed afresh, so its commitment is new).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import attacks, codec
+from ..chain import ChainError, ClientStatus, FLContract, Phase, UpdateStatus
+from ..models import ModelSpec, tensor_names
+from ..sealing import SealContext, seal
+from ..store import BlobStore, LocalStore
+from ..timing import Timings
+from ..training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, train_local
+from .deploy import Job
+from .lifecycle import (
+    RACES,
+    Log,
+    PartyError,
+    Stop,
+    chain_now,
+    check_data_fits,
+    ensure_funds,
+    fmt_eth,
+    run_until_done,
+    short,
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    mu: float = 0.0  # FedProx proximal term; 0 = plain FedAvg
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    round_id: int
+    client: str
+    commitment: bytes
+    samples: int
+    locator: str
+    train_loss: float
+    skipped: str | None = None  # why nothing was submitted (already submitted, round closed, ...)
+
+
+RESEAL_ATTEMPTS = 3
+
+
+class ClientError(RuntimeError):
+    pass
+
+
+class Client:
+    """A data holder in the federation."""
+
+    def __init__(
+        self,
+        account: Any,
+        fl: FLContract,
+        store: BlobStore,
+        spec: ModelSpec,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        train: TrainConfig = TrainConfig(),
+        chain_id: int,
+        seed: int = 0,
+        attack: str | None = None,
+        timings: Timings | None = None,
+    ):
+        if len(x) == 0:
+            raise ClientError(f"client {account.address} has no training data")
+        self.account = account
+        self.fl = fl
+        self.store = store
+        self.spec = spec
+        self.x = x
+        self.y = attacks.flip_labels(y, spec.num_classes) if attack == "labelflip" else y
+        self.train_cfg = train
+        self.chain_id = chain_id
+        self.seed = seed
+        self.attack = attacks.check_attack(attack) if attack else None
+        self.timings = timings or Timings()
+        self.names = tensor_names(spec)
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    def has_submitted(self, round_id: int) -> bool:
+        return self.fl.update(round_id, self.address).status != UpdateStatus.NONE
+
+    def fetch_model(self, model_hash: bytes, locator: str | None = None) -> list[np.ndarray]:
+        """The global model whose keccak-256 is `model_hash` (the store verifies the hash)."""
+        blob = self.store.get(model_hash, locator)
+        weights = codec.decode(blob, self.spec)
+        codec.validate(weights, self.spec)
+        return weights
+
+    def participate(self, round_id: int) -> SubmitResult:
+        """Train on the round's base model and submit, unless already done."""
+        with self.timings.measure("chain"):
+            info = self.fl.round(round_id)
+            u = self.fl.update(round_id, self.address)
+        if info.phase != Phase.OPEN:
+            return SubmitResult(round_id, self.address, b"", 0, "", float("nan"), skipped=f"round is {info.phase.name.lower()}")
+        if u.status != UpdateStatus.NONE:
+            return SubmitResult(round_id, self.address, u.commitment, u.samples, "", float("nan"), skipped="already submitted")
+
+        base = self.fetch_model(info.base_model_hash)
+        with self.timings.measure("training"):
+            result = train_local(
+                self.spec, base, self.x, self.y,
+                epochs=self.train_cfg.epochs, batch_size=self.train_cfg.batch_size,
+                learning_rate=self.train_cfg.learning_rate, mu=self.train_cfg.mu,
+                seed=self.seed * 1_000_003 + round_id,
+            )
+        weights = result.weights
+        if self.attack in attacks.WEIGHT_ATTACKS:
+            weights = attacks.apply_weight_attack(self.attack, weights, base)
+
+        with self.timings.measure("encode_seal_store"):
+            blob = self._sealed_blob(weights, round_id)
+            commitment, locator = self._store(blob)
+
+        samples = result.num_samples * (attacks.INFLATE_FACTOR if self.attack == "inflate" else 1)
+        with self.timings.measure("chain"):
+            commitment, locator = self._submit(round_id, weights, commitment, locator, samples)
+        return SubmitResult(round_id, self.address, commitment, samples, locator, float(result.loss))
+
+    def _submit(self, round_id: int, weights: list[np.ndarray], commitment: bytes, locator: str,
+                samples: int) -> tuple[bytes, str]:
+        """Submits; a commitment this client used before (a replayed blob) is sealed afresh and sent again.
+
+        Sealing draws a fresh key and nonce, so the new blob has a new commitment; the contract
+        refuses a commitment only per client, so no other client can make this fail.
+        """
+        for attempt in range(RESEAL_ATTEMPTS):
+            try:
+                self.fl.submit(self.account, round_id, commitment, samples, locator)
+                return commitment, locator
+            except ChainError as exc:
+                if exc.error_name != "CommitmentAlreadyUsed" or attempt == RESEAL_ATTEMPTS - 1:
+                    raise
+            with self.timings.measure("encode_seal_store"):
+                commitment, locator = self._store(self._sealed_blob(weights, round_id))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def seal_context(self, round_id: int) -> SealContext:
+        return SealContext(chain_id=self.chain_id, contract=self.fl.address, round_id=round_id, client=self.address)
+
+    def _sealed_blob(self, weights: list[np.ndarray], round_id: int) -> bytes:
+        if self.attack == "garbage":
+            return np.random.default_rng(self.seed + round_id).bytes(256)
+        plain = codec.encode(weights, self.names)
+        recipient = self.fl.params(fresh=True).aggregatorKey  # the key may be rotated between rounds
+        return seal(plain, recipient, self.seal_context(round_id))
+
+    def _store(self, blob: bytes) -> tuple[bytes, str]:
+        if self.attack == "badlocator":
+            # Commits to the blob but withholds it behind a locator nobody can resolve.
+            return codec.keccak(blob), attacks.BAD_LOCATOR
+        commitment = self.store.put(blob)
+        locator = self.store.locator(commitment)
+        if self.attack == "tamper":
+            bad = attacks.tamper(blob)
+            if isinstance(self.store, LocalStore):
+                # The file under the commitment now holds other bytes.
+                self.store.path_for(commitment).write_bytes(bad)
+            else:
+                self.store.put(bad)
+        return commitment, locator
+
+    def claim_all(self, rounds: list[int]) -> int:
+        """Claims every claimable reward among `rounds` and withdraws; returns wei received."""
+        with self.timings.measure("chain"):
+            for r in rounds:
+                if self.fl.claimable(r, self.address) > 0:
+                    self.fl.claim(self.account, r)
+            if self.fl.owed(self.address) > 0:
+                return self.fl.withdraw_rewards(self.account)
+        return 0
+
+
+
+
+
+
+# --------------------------------------------------------------------------- client
+
+
+@dataclass
+class ClientOptions:
+    rounds: int = 0  # stop once the job's round `rounds` is closed (and paid); 0 = run until stopped
+    stake: int | None = None  # wei to stake when registering; None = the job's minimum
+    top_up: bool = False  # top the stake up to the minimum after a slash
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    mu: float = 0.0
+    seed: int | None = None  # training seed; None = derived from the address
+    poll: float = 0.5
+    max_poll: float = 5.0
+
+
+class ClientParty:
+    """A data holder's loop. Holds its account and its own data file, nothing else."""
+
+    def __init__(self, account: Any, job: Job, x: np.ndarray, y: np.ndarray, opts: ClientOptions,
+                 stop: Stop | None = None, log: Callable[[str], None] | None = None, data_name: str = "data"):
+        check_data_fits(x, y, job.spec, data_name)
+        self.account = account
+        self.address = str(account.address)
+        self.job = job
+        self.opts = opts
+        self.stop = stop or Stop()
+        self.log = log or Log(f"client {self.address[:8]}")
+        seed = opts.seed if opts.seed is not None else int(self.address, 16) % 4000  # seed * 1_000_003 + round < 2**32
+        self.client = Client(account, job.fl, job.store, job.spec, x, y,
+                             train=TrainConfig(opts.epochs, opts.batch_size, opts.learning_rate, opts.mu),
+                             chain_id=job.chain_id, seed=seed)
+        self.submitted: set[int] = set()  # rounds this client has an update in
+        self.settled: set[int] = set()  # of those, rounds whose reward question is closed
+        self.missed: set[int] = set()
+        self.received = 0
+
+    def warm_up(self) -> None:
+        """Imports TensorFlow before the first round, so that a round does not wait for it."""
+        from ..models import import_keras
+
+        import_keras()
+
+    def _ensure_registered(self) -> None:
+        fl = self.job.fl
+        params = fl.params()
+        info = fl.client(self.address)
+        if params.permissioned:
+            allowance = fl.allowance(self.address)
+            if allowance == 0:
+                raise PartyError(f"{fl.address} is a permissioned job and {self.address} is not admitted: ask its "
+                                 f"registrar to run `ape run admit --client {self.address} --samples "
+                                 f"{len(self.client.x)}`")
+            if len(self.client.x) > allowance:
+                raise PartyError(f"the registrar admitted {self.address} for {allowance} samples per update, but "
+                                 f"its data has {len(self.client.x)}: ask for a larger allowance, or train on a file "
+                                 f"of at most {allowance} samples")
+        if info.status == ClientStatus.NONE:
+            stake = self.opts.stake if self.opts.stake is not None else params.minStake
+            if stake < params.minStake:
+                raise PartyError(f"--stake {fmt_eth(stake)} is below the job's minimum stake "
+                                 f"{fmt_eth(params.minStake)}")
+            ensure_funds(self.account, stake, "registering")
+            from ..sealing import generate_keypair
+
+            fl.register(self.account, generate_keypair().public, stake)
+            self.log(f"registered with a stake of {fmt_eth(stake)}")
+        elif info.status == ClientStatus.EXITING:
+            raise PartyError(f"{self.address} has requested exit from this job; it can no longer submit updates")
+        else:
+            self.log(f"already registered (stake {fmt_eth(info.stake)})")
+        # Rounds this client already took part in (a restart continues from here).
+        self.submitted = {int(ev.roundId) for ev in fl.events("UpdateSubmitted", client=self.address)}
+        if self.submitted:
+            self.log(f"already submitted to round(s) {', '.join(map(str, sorted(self.submitted)))} (found on chain); "
+                     "never submitting to them again")
+
+    def _done(self, cur: int) -> bool:
+        n = self.opts.rounds
+        if not n or cur < n:
+            return False
+        return cur > n or self.job.fl.round(n).phase != Phase.OPEN
+
+    def run(self) -> str:
+        if not (self.opts.rounds and self._done(self.job.fl.current_round())):
+            self.warm_up()  # before registering: a registered client is one ready to train
+        self._ensure_registered()
+        def step() -> str | None:
+            if not self._step():
+                return None
+            self._settle()
+            return f"round {self.opts.rounds} is closed"
+
+        return run_until_done(step, self.stop, self.log)
+
+    def _step(self) -> bool:
+        """One look at the chain: take part in the open round if we can, claim what is due; True when done."""
+        fl = self.job.fl
+        cur = fl.current_round()
+        info = fl.round(cur) if cur else None
+        if info is not None and info.phase == Phase.OPEN and cur not in self.submitted and cur not in self.missed \
+                and not (self.opts.rounds and cur > self.opts.rounds):
+            self._take_part(cur, info)
+            return False
+        self._settle()
+        if self._done(cur):
+            return True
+        state = (cur, info.phase if info else None)
+
+        def changed() -> bool:
+            c = fl.current_round()
+            return (c, fl.round(c).phase if c else None) != state
+
+        if info is None or info.phase != Phase.OPEN or cur in self.submitted:
+            what = f"round {cur} to close" if info is not None and info.phase == Phase.OPEN else "the next round"
+            self.log(f"waiting for {what}")
+        self.stop.wait_for(changed, math.inf, self.opts.poll, self.opts.max_poll)
+        return False
+
+    def _take_part(self, r: int, info: Any) -> None:
+        fl = self.job.fl
+        u = fl.update(r, self.address)
+        if u.status != UpdateStatus.NONE:
+            self.submitted.add(r)
+            self.log(f"round {r}: already submitted (commitment {short(u.commitment)}); not submitting again")
+            return
+        if chain_now() > info.deadline:
+            self.missed.add(r)
+            self.log(f"round {r}: its deadline has passed; taking part in the next round")
+            return
+        params = fl.params(fresh=True)  # the aggregator key may have been rotated between rounds
+        stake = fl.client(self.address).stake
+        if stake < params.minStake:
+            if not self.opts.top_up:
+                self.missed.add(r)
+                self.log(f"round {r}: stake {fmt_eth(stake)} is below the minimum {fmt_eth(params.minStake)} after "
+                         "a slash; restart with --top-up (or call topUp) to take part again")
+                return
+            fl.top_up(self.account, params.minStake - stake)
+            self.log(f"topped the stake up by {fmt_eth(params.minStake - stake)}")
+        self.job.prefetch_model(info.base_model_hash)  # with its locator, so an IPFS store can find it
+        self.log(f"round {r}: training on {len(self.client.x)} samples ({self.opts.epochs} epoch(s)) "
+                 f"from model {short(info.base_model_hash)}")
+        t0 = time.monotonic()
+        gas0 = fl.meter.total
+        try:
+            res = self.client.participate(r)
+        except ChainError as exc:
+            if exc.error_name not in RACES:
+                raise
+            self.missed.add(r)
+            self.log(f"round {r}: could not submit ({exc.error_name}: {exc}); taking part in the next round")
+            return
+        if res.skipped:
+            self.log(f"round {r}: nothing submitted ({res.skipped})")
+            if res.skipped == "already submitted":
+                self.submitted.add(r)
+            else:
+                self.missed.add(r)
+            return
+        self.submitted.add(r)
+        self.log(f"round {r}: submitted update {short(res.commitment)} ({res.samples} samples, train loss "
+                 f"{res.train_loss:.4f}, gas {fl.meter.total - gas0:,}) in {time.monotonic() - t0:.1f} s")
+
+    def _settle(self) -> None:
+        """Claims the reward of every finalized round this client was accepted in, then withdraws."""
+        fl = self.job.fl
+        claimed = 0
+        for r in sorted(self.submitted - self.settled):
+            phase = fl.round(r).phase
+            if phase == Phase.OPEN:
+                continue
+            if phase == Phase.FINALIZED:
+                status = fl.update(r, self.address).status
+                if status == UpdateStatus.SUBMITTED and fl.claimable(r, self.address) > 0:
+                    try:
+                        amount = fl.claim(self.account, r)
+                        claimed += amount
+                        self.log(f"round {r}: claimed {fmt_eth(amount)}")
+                    except ChainError as exc:
+                        if exc.error_name != "NothingToClaim":
+                            raise
+                elif status in (UpdateStatus.REJECTED, UpdateStatus.EXCLUDED):
+                    self.log(f"round {r}: the update was {status.name.lower()}; no reward")
+            self.settled.add(r)
+        if fl.owed(self.address) > 0:
+            try:
+                amount = fl.withdraw_rewards(self.account)
+            except ChainError as exc:
+                if exc.error_name != "NothingOwed":
+                    raise
+            else:
+                self.received += amount
+                self.log(f"withdrew {fmt_eth(amount)} of rewards")
