@@ -177,7 +177,7 @@ class Bench:
         for rejected, excluded in cases:
             t0 = time.time()
             n = min(rejected + excluded + 1, MAX_UPDATES_PER_ROUND)
-            rejected = min(rejected, n - excluded)
+            rejected = min(rejected, n - 1 - excluded)  # cl[0] is always accepted
             fl = self.deploy()
             fl.fundRewards(sender=self.funder, value=10 * ETHER)
             cl = self.clients(n)
