@@ -6,7 +6,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_contract_is_compiled(project):
     shipped = {p.stem for p in (ROOT / "contracts").rglob("*.sol") if ".cache" not in p.parts}
-    assert shipped == {"FederatedLearning", "ReentrancyAttacker", "NaiveWeightsOnChain"}
+    assert shipped == {"FederatedLearning", "ReentrancyAttacker", "NaiveWeightsOnChain", "ForceSend"}
     for name in shipped:
         assert getattr(project, name).contract_type.name == name
 

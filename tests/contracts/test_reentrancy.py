@@ -1,11 +1,36 @@
-"""Re-entry through the ether transfers of withdrawStake and withdrawRewards (ReentrancyAttacker)."""
-from .fl_helpers import REENTRANT_CALL_SELECTOR, event_args, key, set_time
+"""Re-entry from the ether transfers (withdrawStake, withdrawRewards, withdrawTreasury) into every
+state-changing function of FederatedLearning (ReentrancyAttacker).
+
+The first tests are the original ones (re-entering the two guarded client payouts). The
+parametrized test below re-enters every state-changing function of the ABI from each of the three
+transfers, with the attacker as client, admin, aggregator, registrar and treasury at once (so
+that role checks do not hide the function's own logic), and asserts that the re-entry either
+reverts with the expected error (ReentrancyGuardReentrantCall for the guarded functions, the
+function's own check otherwise) or succeeds without breaking the accounting: the contract's
+balance equals the sum of its accounting terms, the outer payout happens exactly once and the
+attacker receives exactly it.
+"""
+import pytest
+from eth_utils import keccak
+
+from .fl_helpers import (
+    AGGREGATOR_ROLE,
+    REENTRANT_CALL_SELECTOR,
+    REGISTRAR_ROLE,
+    ZERO32,
+    Phase,
+    accounted,
+    event_args,
+    key,
+    set_time,
+)
 
 MODE_NONE, MODE_STAKE, MODE_REWARDS = 0, 1, 2
+ETH = 10**18
 
 
 def _accounting_holds(fl):
-    assert fl.balance == fl.totalStaked() + fl.totalOwed() + fl.totalAllocated() + fl.rewardPool()
+    assert fl.balance == accounted(fl)
 
 
 def _assert_blocked(attacker):
@@ -77,3 +102,213 @@ def test_attacker_without_reentry_is_an_ordinary_client(fl, params, attacker, ad
     attacker.withdrawStake(sender=admin)
     assert attacker.reentryAttempts() == 0
     assert attacker.balance == params.minStake
+
+
+# ------------------------------------------------- every function from every transfer
+
+STAKE = ETH // 10
+HALF = ETH // 20  # what slashBps 5000 takes from a 0.1 ETH stake
+ROUND1_SHARE = 500000000000000000  # round 1: A and h1 accepted with 100 samples each, 1 ETH reward
+ROUND2_SHARE = 500000000000000000  # round 2: the same
+NEW_KEY = b"\x55" * 32
+
+# The outer transfers: the function the attacker calls, the event of its payout, the amount.
+OUTERS = {
+    "withdrawStake": ("StakeWithdrawn", STAKE),
+    "withdrawRewards": ("RewardsWithdrawn", ROUND1_SHARE),
+    "withdrawTreasury": ("TreasuryWithdrawn", HALF),
+}
+
+GUARDED = {"withdrawStake", "withdrawRewards", "withdrawTreasury"}
+
+
+def _inner_calls(fl, h1, h3, attacker):
+    """Every state-changing function: (calldata, value, round state needed before the outer call).
+
+    Round states: None = no round open (round 2 finalized is the latest), "fresh" = round 3 just
+    opened, "ready" = round 3 with h1's update, past its deadline (finalizable)."""
+    a = attacker.address
+    return {
+        "register": (fl.register.encode_input(key(7)), STAKE, None),
+        "topUp": (fl.topUp.encode_input(), ETH // 100, None),
+        "requestExit": (fl.requestExit.encode_input(), 0, None),
+        "withdrawStake": (fl.withdrawStake.encode_input(), 0, None),
+        "submitUpdate": (fl.submitUpdate.encode_input(3, keccak(text="reentrant update"), 10, ""), 0, "fresh"),
+        # Rejects the only update: the round fails and h1's slash goes to the treasury (the attacker).
+        "finalizeRound": (fl.finalizeRound.encode_input(3, ZERO32, [h1.address], [], ""), 0, "ready"),
+        "cancelRound": (fl.cancelRound.encode_input(3), 0, "fresh"),
+        "startRound": (fl.startRound.encode_input(), 0, None),
+        "fundRewards": (fl.fundRewards.encode_input(), ETH // 100, None),
+        "claimReward": (fl.claimReward.encode_input(2), 0, None),
+        "withdrawRewards": (fl.withdrawRewards.encode_input(), 0, None),
+        "withdrawTreasury": (fl.withdrawTreasury.encode_input(), 0, None),
+        "admit": (fl.admit.encode_input(h3.address, 500), 0, None),
+        "setAggregatorKey": (fl.setAggregatorKey.encode_input(NEW_KEY), 0, None),
+        "grantRole": (fl.grantRole.encode_input(AGGREGATOR_ROLE, h3.address), 0, None),
+        "revokeRole": (fl.revokeRole.encode_input(REGISTRAR_ROLE, a), 0, None),
+        "renounceRole": (fl.renounceRole.encode_input(AGGREGATOR_ROLE, a), 0, None),
+        "beginDefaultAdminTransfer": (fl.beginDefaultAdminTransfer.encode_input(h3.address), 0, None),
+        "cancelDefaultAdminTransfer": (fl.cancelDefaultAdminTransfer.encode_input(), 0, None),
+        # The base state began a transfer of the admin role to the attacker itself, long due.
+        "acceptDefaultAdminTransfer": (fl.acceptDefaultAdminTransfer.encode_input(), 0, None),
+        "changeDefaultAdminDelay": (fl.changeDefaultAdminDelay.encode_input(10), 0, None),
+        "rollbackDefaultAdminDelay": (fl.rollbackDefaultAdminDelay.encode_input(), 0, None),
+    }
+
+
+INNER_NAMES = [
+    "register", "topUp", "requestExit", "withdrawStake", "submitUpdate", "finalizeRound", "cancelRound",
+    "startRound", "fundRewards", "claimReward", "withdrawRewards", "withdrawTreasury", "admit",
+    "setAggregatorKey", "grantRole", "revokeRole", "renounceRole", "beginDefaultAdminTransfer",
+    "cancelDefaultAdminTransfer", "acceptDefaultAdminTransfer", "changeDefaultAdminDelay",
+    "rollbackDefaultAdminDelay",
+]
+
+
+def _expected(outer, inner):
+    """The re-entry's outcome: "ok" or the custom error it must revert with."""
+    if inner in GUARDED:
+        return "ReentrancyGuardReentrantCall"
+    if outer == "withdrawStake":
+        # The attacker's record is already cleared (checks-effects-interactions): it may register
+        # again, but it is no longer an active client.
+        return {"topUp": "NotActive", "requestExit": "NotActive", "submitUpdate": "NotActive"}.get(inner, "ok")
+    return {"register": "AlreadyRegistered"}.get(inner, "ok")
+
+
+def _build(project, make_params, chain, admin, funder, clients, outer):
+    """A permissioned job whose admin, aggregator, registrar and treasury is the attacker A, which is
+    also a client. Round 1 (A, h1, h2; h2 rejected: 0.05 ETH for the treasury) and round 2 (A, h1)
+    are finalized with a 1 ETH reward each; A claimed round 1 (owed 0.5 ETH), not round 2."""
+    h1, h2, h3 = clients[:3]
+    attacker = admin.deploy(project.ReentrancyAttacker, "0x0000000000000000000000000000000000000000")
+    params = make_params(quorum=1, treasury=attacker.address, permissioned=True)
+    fl = admin.deploy(project.FederatedLearning, params, attacker, attacker, 1)  # admin delay 1 s
+    attacker.setTarget(fl, sender=admin)
+
+    def A(data, value=0):
+        return attacker.exec(data, sender=admin, value=value)
+
+    def past_deadline(rid):
+        set_time(chain, fl.getRound(rid).deadline + 1)
+
+    A(fl.beginDefaultAdminTransfer.encode_input(attacker.address))  # to itself: acceptable later
+    for who in (attacker, h1, h2):
+        A(fl.admit.encode_input(who.address, 1000))
+    A(fl.register.encode_input(key(1)), value=STAKE)
+    for i, who in enumerate((h1, h2)):
+        fl.register(key(10 + i), sender=who, value=STAKE)
+    fl.fundRewards(sender=funder, value=2 * ETH)
+    A(fl.startRound.encode_input())
+    A(fl.submitUpdate.encode_input(1, keccak(text="A-1"), 100, ""))
+    fl.submitUpdate(1, keccak(text="h1-1"), 100, "", sender=h1)
+    fl.submitUpdate(1, keccak(text="h2-1"), 100, "", sender=h2)
+    past_deadline(1)
+    A(fl.finalizeRound.encode_input(1, keccak(text="model-1"), [h2.address], [], ""))
+    A(fl.startRound.encode_input())
+    A(fl.submitUpdate.encode_input(2, keccak(text="A-2"), 100, ""))
+    fl.submitUpdate(2, keccak(text="h1-2"), 100, "", sender=h1)
+    past_deadline(2)
+    A(fl.finalizeRound.encode_input(2, keccak(text="model-2"), [], [], ""))
+    A(fl.claimReward.encode_input(1))
+    assert fl.owed(attacker) == ROUND1_SHARE and fl.claimable(2, attacker) == ROUND2_SHARE
+    assert fl.treasuryOwed() == HALF
+    if outer == "withdrawStake":
+        t = A(fl.requestExit.encode_input()).timestamp
+        set_time(chain, t + params["unbondingPeriod"])
+    admin.transfer(attacker, ETH)  # pocket money for re-entries that carry value
+    return fl, attacker
+
+
+@pytest.fixture(scope="module")
+def jobs(project, chain, accounts):
+    """One base state per outer transfer, built once for the module (each test rolls back to it)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_chainfl_root_conftest_reentrancy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    chain.pending_timestamp = chain.blocks.head.timestamp + 86_400  # see conftest: clock ahead
+    admin, funder, clients = accounts[0], accounts[2], [accounts[i] for i in range(3, 13)]
+    return {
+        outer: _build(project, module.default_params, chain, admin, funder, clients, outer) for outer in OUTERS
+    }
+
+
+def test_every_state_changing_function_is_re_entered(fl):
+    abi = fl.contract_type.abi
+    mutating = {x.name for x in abi if x.type == "function" and x.stateMutability not in ("view", "pure")}
+    assert mutating == set(INNER_NAMES)
+
+
+def _error_name(fl, data: bytes) -> str:
+    selector = bytes(data[:4])
+    for err in fl.contract_type.errors:
+        if keccak(text=err.selector)[:4] == selector:  # canonical "Name(type,...)"
+            return err.name
+    return f"unknown revert {bytes(data).hex()}"
+
+
+@pytest.mark.parametrize("inner", INNER_NAMES)
+@pytest.mark.parametrize("outer", list(OUTERS))
+def test_reentry_from_every_transfer(jobs, outer, inner, chain, accounts, admin):
+    fl, attacker = jobs[outer]
+    h1, h3 = accounts[3], accounts[5]
+    data, value, round_state = _inner_calls(fl, h1, h3, attacker)[inner]
+
+    def A(call_data):
+        return attacker.exec(call_data, sender=admin)
+
+    if round_state is not None:
+        A(fl.startRound.encode_input())
+        assert fl.currentRound() == 3
+        if round_state == "ready":
+            fl.submitUpdate(3, keccak(text="h1-3"), 100, "", sender=h1)
+            set_time(chain, fl.getRound(3).deadline + 1)
+    attacker.setReentry(data, value, sender=admin)
+
+    event_name, amount = OUTERS[outer]
+    contract_before, attacker_before = fl.balance, attacker.balance
+    staked_before, treasury_owed_before = fl.totalStaked(), fl.treasuryOwed()
+    pool_before, owed_before = fl.rewardPool(), fl.owed(attacker)
+    tx = getattr(attacker, outer)(sender=admin)
+
+    assert attacker.reentryAttempts() == 1
+    ok = attacker.reentrySucceeded() == 1
+    outcome = "ok" if ok else _error_name(fl, bytes(attacker.lastRevertData()))
+    assert outcome == _expected(outer, inner)
+    if inner in GUARDED:
+        assert bytes(attacker.lastRevertData()) == REENTRANT_CALL_SELECTOR
+
+    # The outer payout happened exactly once, for exactly its amount.
+    payouts = [log for log in tx.events if log.event_name in ("StakeWithdrawn", "RewardsWithdrawn", "TreasuryWithdrawn")]
+    assert [log.event_name for log in payouts] == [event_name]
+    assert payouts[0].event_arguments["amount"] == amount
+    spent = value if ok else 0
+    assert attacker.balance == attacker_before + amount - spent
+    assert fl.balance == contract_before - amount + spent
+    _accounting_holds(fl)
+
+    # What the re-entry did, if it succeeded, is what the function does outside a re-entry.
+    slash = HALF if (ok and inner == "finalizeRound") else 0
+    stake_in = value if ok and inner in ("register", "topUp") else 0
+    stake_out = STAKE if outer == "withdrawStake" else 0
+    assert fl.totalStaked() == staked_before - stake_out + stake_in - slash
+    assert fl.rewardPool() == pool_before + (value if ok and inner == "fundRewards" else 0)
+    treasury_out = HALF if outer == "withdrawTreasury" else 0
+    assert fl.treasuryOwed() == treasury_owed_before - treasury_out + slash
+    owed_out = ROUND1_SHARE if outer == "withdrawRewards" else 0
+    assert fl.owed(attacker) == owed_before - owed_out + (ROUND2_SHARE if ok and inner == "claimReward" else 0)
+    if ok and inner == "register":
+        assert fl.getClient(attacker).stake == STAKE and fl.getClient(attacker).status == 1
+    if ok and inner == "finalizeRound":
+        assert fl.getRound(3).phase == Phase.FAILED
+    if ok and inner == "acceptDefaultAdminTransfer":
+        assert fl.defaultAdmin() == attacker.address
+    # A second payout cannot follow: the outer function's record is cleared.
+    if outer == "withdrawStake" and not (ok and inner == "register"):
+        assert fl.getClient(attacker).stake == 0
+    if outer == "withdrawTreasury" and not (ok and inner == "finalizeRound"):
+        assert fl.treasuryOwed() == 0
