@@ -70,6 +70,8 @@ ALLOWED_TRANSITIONS = {
     (Phase.OPEN, Phase.OPEN),
     (Phase.OPEN, Phase.FINALIZED),
     (Phase.OPEN, Phase.CANCELLED),
+    (Phase.OPEN, Phase.FAILED),
+    (Phase.FAILED, Phase.FAILED),
     (Phase.FINALIZED, Phase.FINALIZED),
     (Phase.CANCELLED, Phase.CANCELLED),
 }
@@ -95,6 +97,7 @@ class ClientModel:
     status: int = 0  # 0 None, 1 Active, 2 Exiting
     exit_at: int = 0
     last_round: int = 0
+    counted_from: int = 0  # first round in which it counts toward "every client submitted"
 
 
 @dataclass
@@ -103,7 +106,8 @@ class RoundModel:
     base: bytes
     phase: int = Phase.OPEN
     updates: dict = field(default_factory=dict)  # address -> [samples, UpdateStatus]
-    exited_submitters: int = 0  # submitters that requested exit while the round was open
+    eligible: int = 0  # clients that could submit when the round started (minus those that left)
+    eligible_submitted: int = 0
     rejected: int = 0
     excluded: int = 0
     claims: int = 0
@@ -128,11 +132,14 @@ class State:
     current: int = 0
     latest_model: bytes = INITIAL_MODEL
     active: int = 0
+    eligible: int = 0  # active clients with at least the minimum stake
     pool: int = 0
+    treasury: int = 0  # slashed stake owed to the treasury: never in the pool
     staked: int = 0
     total_owed: int = 0
     allocated: int = 0
     balance: int = 0
+    forced: int = 0  # ether forced in by selfdestruct (no accounting term covers it)
     owed: dict = field(default_factory=dict)
     used: list = field(default_factory=list)
     nonce: int = 0
@@ -215,10 +222,7 @@ class Driver:
         return r if r is not None and r.phase == Phase.OPEN else None
 
     def all_in(self, r):
-        cap = PARAMS["maxUpdatesPerRound"]
-        return (r.submissions > 0 and r.submissions - r.exited_submitters >= self.s.active) or (
-            cap != 0 and r.submissions >= cap
-        )
+        return (r.submissions > 0 and r.eligible_submitted >= r.eligible) or r.submissions >= PARAMS["maxUpdatesPerRound"]
 
     def check_client(self, c):
         rec = self.fl.getClient(c, **self.V)
@@ -256,7 +260,9 @@ class Driver:
         tx = call()
         assert tx.events == [fl.ClientRegistered(c, value, key(i))]
         m.stake, m.status, m.exit_at = value, 1, 0
+        m.counted_from = s.current + 1
         s.active += 1
+        s.eligible += 1
         s.staked += value
         s.balance += value
         event("register: ok")
@@ -271,7 +277,12 @@ class Driver:
         if amount == 0:
             return self.expect("topUp", "ZeroValue", call)
         tx = call()
+        was_below = m.stake < PARAMS["minStake"]
         m.stake += amount
+        if was_below and m.stake >= PARAMS["minStake"]:
+            s.eligible += 1
+            m.counted_from = s.current + 1
+            event("topUp: back at the minimum")
         assert tx.events == [fl.StakeToppedUp(c, amount, m.stake)]
         s.staked += amount
         s.balance += amount
@@ -288,10 +299,14 @@ class Driver:
         assert tx.events == [fl.ExitRequested(c, s.now + PARAMS["unbondingPeriod"])]
         m.status, m.exit_at = 2, s.now
         s.active -= 1
-        r = self.round(m.last_round)
-        if m.last_round and r.phase == Phase.OPEN:
-            r.exited_submitters += 1
-            event("requestExit: ok with an update pending")
+        if m.stake >= PARAMS["minStake"]:
+            s.eligible -= 1
+            r = self.open_round()
+            if r is not None and m.counted_from <= s.current:
+                r.eligible -= 1
+                if m.last_round == s.current:
+                    r.eligible_submitted -= 1
+                    event("requestExit: ok with an update pending")
         event("requestExit: ok")
 
     def withdraw_stake(self, i):
@@ -329,7 +344,7 @@ class Driver:
         s.current += 1
         deadline = s.now + PARAMS["submissionPeriod"]
         assert tx.events == [fl.RoundStarted(s.current, s.latest_model, deadline)]
-        s.rounds[s.current] = RoundModel(deadline=deadline, base=s.latest_model)
+        s.rounds[s.current] = RoundModel(deadline=deadline, base=s.latest_model, eligible=s.eligible)
         self.observe_phase(s.current)
         event("startRound: ok")
 
@@ -354,7 +369,7 @@ class Driver:
             return ex("AlreadySubmitted", roundId=rid, client=c)
         if com == b"\x00" * 32:
             return ex("ZeroCommitment")
-        if com in s.used:
+        if (c.address, com) in s.used:  # single-use per client
             return ex("CommitmentAlreadyUsed", commitment=com)
         if samples == 0:
             return ex("ZeroSamples")
@@ -365,13 +380,18 @@ class Driver:
         tx = call()
         assert tx.events == [fl.UpdateSubmitted(rid, c, com, samples, "")]
         r.updates[c.address] = [samples, UpdateStatus.SUBMITTED]
-        s.used.append(com)
+        s.used.append((c.address, com))
         m.last_round = rid
+        if m.counted_from <= rid:
+            r.eligible_submitted += 1
         event("submit: ok")
 
-    def finalize(self, rid, rejected, excluded):
+    def finalize(self, rid, rejected, excluded, zero_model_ok=True):
         fl, s = self.fl, self.s
         model = keccak(text=f"fuzz-model-{rid}-{s.nonce}")
+        r0 = self.round(rid)
+        if zero_model_ok and r0 is not None and r0.submissions - len(rejected) - len(excluded) < PARAMS["quorum"]:
+            model = b"\x00" * 32  # below the quorum an outcome carries no model: the round fails
         self.tick()
         call = lambda: fl.finalizeRound(rid, model, rejected, excluded, "", sender=self.aggregator)  # noqa: E731
         ex = lambda err, **kw: self.expect("finalize", err, call, **kw)  # noqa: E731
@@ -390,8 +410,9 @@ class Driver:
                 return ex("InvalidVerdict", client=a)
             status[a] = UpdateStatus.EXCLUDED
         accepted = r.submissions - len(rejected) - len(excluded)
-        if accepted < PARAMS["quorum"]:
-            return ex("QuorumNotReached", accepted=accepted, quorum=PARAMS["quorum"])
+        failed = accepted < PARAMS["quorum"]
+        if failed and model != b"\x00" * 32:
+            return ex("ModelBelowQuorum", accepted=accepted, quorum=PARAMS["quorum"])
 
         early = s.now <= r.deadline
         stakes_before = {a: s.clients[a].stake for a in rejected}
@@ -402,14 +423,28 @@ class Driver:
         for a, x in zip(rejected, slashes):
             amount = stakes_before[a] * PARAMS["slashBps"] // BPS
             assert x["slashed"] == amount <= stakes_before[a]  # a slash never exceeds the stake
-            s.clients[a].stake -= amount
+            m = s.clients[a]
+            if m.status == 1 and m.stake >= PARAMS["minStake"] > m.stake - amount:
+                s.eligible -= 1
+            m.stake -= amount
             slashed_total += amount
         assert [log.event_arguments["client"] for log in tx.events if log.event_name == "UpdateExcluded"] == excluded
         for a in rejected + excluded:
             r.updates[a][1] = status[a]
         weight = sum(n for n, st_ in r.updates.values() if st_ == UpdateStatus.SUBMITTED)
         s.staked -= slashed_total
-        s.pool += slashed_total
+        s.treasury += slashed_total  # to the treasury, never to the pool (H-1)
+        r.rejected, r.excluded = len(rejected), len(excluded)
+        if failed:
+            r.phase = Phase.FAILED
+            assert [log.event_arguments for log in tx.events if log.event_name == "RoundFailed"] == [
+                dict(roundId=rid, accepted=accepted, rejected=len(rejected), excluded=len(excluded))]
+            assert not [log for log in tx.events if log.event_name == "RoundFinalized"]
+            for a in rejected:
+                self.check_client(next(c for c in self.cl if c.address == a))
+            self.observe_phase(rid)
+            event(f"finalize: failed below the quorum ({len(rejected)} rejected, slashed all the same)")
+            return
         reward = min(PARAMS["rewardPerRound"], s.pool)
         s.pool -= reward
         s.allocated += reward
@@ -510,7 +545,7 @@ ERRORS = (
     "AlreadyRegistered InsufficientStake NotActive ZeroValue NotExiting StillUnbonding UpdatePending "
     "AccessControlUnauthorizedAccount RoundStillOpen StakeBelowMinimum NotCurrentRound RoundNotOpen "
     "DeadlinePassed AlreadySubmitted ZeroCommitment CommitmentAlreadyUsed ZeroSamples TooManySamples "
-    "RoundFull DeadlineNotReached InvalidVerdict QuorumNotReached GracePeriodNotOver RoundNotFinalized "
+    "RoundFull DeadlineNotReached InvalidVerdict ModelBelowQuorum GracePeriodNotOver RoundNotFinalized "
     "NothingToClaim NothingOwed"
 ).split()
 
@@ -531,8 +566,9 @@ def _base_state(driver, chain):
     d.submit(1, 2, d.fresh_commitment(), 40)
 
 
-def test_stateful_fuzz(deploy, chain, clients, funder, aggregator, stranger):
+def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stranger):
     fl = deploy(**PARAMS, initialModelHash=INITIAL_MODEL)
+    forcer = funder.deploy(project.ForceSend)
     cl = clients[:N_CLIENTS]
     env = dict(
         fl=fl,
@@ -575,6 +611,31 @@ def test_stateful_fuzz(deploy, chain, clients, funder, aggregator, stranger):
             return [i for i, a in enumerate(addresses) if predicate(self.s.clients[a])]
 
         # ----------------------------------------------------- sensible rules
+
+        @rule(amount=st.sampled_from([1, 10**15]))
+        def force_ether(self, amount):
+            """I-1: selfdestruct forces ether in; no rule may assume balance == the accounted sum."""
+            self.d.tick()
+            forcer.force(fl.address, sender=funder, value=amount)
+            self.s.forced += amount
+            self.s.balance += amount
+            event("force: ether forced in")
+
+        @precondition(lambda self: self.d.open_round() and self.d.open_round().updates)
+        @rule(data=st.data())
+        def malicious_aggregator(self, data):
+            """Any verdict lists over the submitters, honest ones included: the slashes still go to the
+            treasury (never the pool or a reward), each rejected update is slashed exactly once."""
+            r = self.d.open_round()
+            subs = list(r.updates)
+            rejected = data.draw(st.lists(st.sampled_from(subs), unique=True), "rejected")
+            rest = [a for a in subs if a not in rejected]
+            excluded = data.draw(st.lists(st.sampled_from(rest), unique=True), "excluded") if rest else []
+            self.s.now = max(self.s.now, r.deadline)
+            pool = self.s.pool
+            self.d.finalize(self.s.current, rejected, excluded)
+            assert self.s.pool <= pool  # slashes never enter the pool
+            event("malicious aggregator: verdicts applied")
 
         @precondition(lambda self: self.indexes(lambda m: m.status == 0))
         @rule(data=st.data(), extra=st.sampled_from([0, 0, 1, 10**17, -1]))
@@ -745,7 +806,7 @@ def test_stateful_fuzz(deploy, chain, clients, funder, aggregator, stranger):
             elif action == "submit":
                 kind = data.draw(st.sampled_from(["fresh", "reused", "zero"]), "commitment")
                 if kind == "reused" and s.used:
-                    com = data.draw(st.sampled_from(s.used))
+                    com = data.draw(st.sampled_from(s.used))[1]  # this client's own, or another's (allowed)
                 elif kind == "zero":
                     com = b"\x00" * 32
                 else:
@@ -755,7 +816,7 @@ def test_stateful_fuzz(deploy, chain, clients, funder, aggregator, stranger):
                 everyone = addresses + [self.d.stranger.address]
                 rejected = data.draw(st.lists(st.sampled_from(everyone), max_size=3), "rejected")
                 excluded = data.draw(st.lists(st.sampled_from(everyone), max_size=3), "excluded")
-                d.finalize(rid, rejected, excluded)
+                d.finalize(rid, rejected, excluded, zero_model_ok=data.draw(st.booleans(), "zero model"))
             elif action == "cancel":
                 d.cancel(rid, data.draw(st.booleans()))
             elif action == "fund":
@@ -773,8 +834,10 @@ def test_stateful_fuzz(deploy, chain, clients, funder, aggregator, stranger):
             balance = chain.provider.get_balance(fl.address)
             t = totals.read()
             staked, owed, allocated, pool = t["totalStaked"], t["totalOwed"], t["totalAllocated"], t["rewardPool"]
-            assert balance == staked + owed + allocated + pool
-            assert balance >= staked + owed + pool
+            treasury = fl.treasuryOwed(**self.d.V)
+            assert treasury == s.treasury  # every slash went there; none reached the pool or a reward
+            assert balance == staked + owed + allocated + pool + treasury + s.forced
+            assert balance >= staked + owed + allocated + pool + treasury
             assert (balance, staked, owed, allocated, pool) == (
                 s.balance,
                 s.staked,
