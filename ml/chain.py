@@ -233,7 +233,51 @@ class GasMeter:
         return self.total, self.seconds
 
 
-def _decode_error(action: str, exc: Exception) -> ChainError:
+def _revert_data(exc: Exception) -> bytes | None:
+    """The raw revert data of an undecoded revert, if the exception carries it (bytes, its repr, or hex)."""
+    import ast
+
+    for value in (getattr(exc, "revert_message", None), getattr(exc, "message", None), str(exc)):
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value)
+        if not isinstance(value, str):
+            continue
+        text = value.strip()
+        if text[:2] in ('b"', "b'"):
+            try:
+                data = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(data, bytes):
+                return data
+        if re.fullmatch(r"0x(?:[0-9a-fA-F]{2}){4,}", text):
+            return bytes.fromhex(text[2:])
+    return None
+
+
+def _decode_with_abi(action: str, data: bytes, contract_type: Any) -> ChainError | None:
+    """Decode a custom error by its selector in the contract's own ABI (Ape's lookup by address can miss)."""
+    from eth_abi import decode as abi_decode
+    from eth_utils import keccak
+
+    if contract_type is None or len(data) < 4:
+        return None
+    for abi in getattr(contract_type, "abi", []):
+        if getattr(abi, "type", None) != "error":
+            continue
+        types = [inp.canonical_type for inp in abi.inputs]
+        if keccak(text=f"{abi.name}({','.join(types)})")[:4] != data[:4]:
+            continue
+        try:
+            values = abi_decode(types, data[4:])
+        except Exception:  # noqa: BLE001 - a selector clash with garbage arguments: not this error
+            return None
+        return ChainError(action, abi.name, {inp.name or f"arg{i}": v for i, (inp, v) in
+                                              enumerate(zip(abi.inputs, values))})
+    return None
+
+
+def _decode_error(action: str, exc: Exception, contract_type: Any = None) -> ChainError:
     from ape.exceptions import ContractLogicError, CustomError
 
     if isinstance(exc, CustomError):
@@ -241,6 +285,10 @@ def _decode_error(action: str, exc: Exception) -> ChainError:
         inputs = dict(getattr(exc, "inputs", {}) or {})
         return ChainError(action, name, inputs)
     if isinstance(exc, ContractLogicError):
+        data = _revert_data(exc)
+        decoded = _decode_with_abi(action, data, contract_type) if data else None
+        if decoded is not None:
+            return decoded
         return ChainError(action, "Revert", {}, detail=str(exc) or "reverted without a reason")
     return ChainError(action, type(exc).__name__, {}, detail=str(exc), reverted=False)
 
@@ -322,7 +370,7 @@ class FLContract:
         try:
             instance = deployer.deploy(project.FederatedLearning, asdict(params), admin, aggregator, int(admin_delay))
         except ContractLogicError as exc:
-            raise _decode_error("deploy FederatedLearning", exc) from None
+            raise _decode_error("deploy FederatedLearning", exc, project.FederatedLearning.contract_type) from None
         receipt = instance.creation_metadata.receipt
         fl = cls(instance, deploy_block=receipt.block_number, meter=meter)
         fl.meter.add("deploy", receipt.gas_used, time.perf_counter() - t0)
@@ -457,7 +505,7 @@ class FLContract:
         except TransactionNotFoundError as exc:  # sent, but not mined within the network's acceptance timeout
             receipt = wait_until_mined(action, _tx_hash(exc, action))
         except ApeException as exc:
-            raise _decode_error(action, exc) from None
+            raise _decode_error(action, exc, self.contract.contract_type) from None
         if receipt.failed:
             raise self._why_reverted(action, method, args, sender, value, receipt.txn_hash)
         self.meter.add(fn, receipt.gas_used, time.perf_counter() - t0)
@@ -482,6 +530,9 @@ class FLContract:
                     error = None
                 if error is not None:
                     return _decode_error(action, error)
+                decoded = _decode_with_abi(action, bytes.fromhex(data[2:]), self.contract.contract_type)
+                if decoded is not None:
+                    return decoded
             return ChainError(action, "Revert", {}, detail=f"reverted once mined ({exc})")
         return ChainError(action, "Revert", {"tx": str(txn_hash)},
                           detail="reverted once mined; replayed now it passes (the state changed in between)")

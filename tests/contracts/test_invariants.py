@@ -568,7 +568,6 @@ def _base_state(driver, chain):
 
 def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stranger):
     fl = deploy(**PARAMS, initialModelHash=INITIAL_MODEL)
-    forcer = funder.deploy(project.ForceSend)
     cl = clients[:N_CLIENTS]
     env = dict(
         fl=fl,
@@ -616,7 +615,8 @@ def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stra
         def force_ether(self, amount):
             """I-1: selfdestruct forces ether in; no rule may assume balance == the accounted sum."""
             self.d.tick()
-            forcer.force(fl.address, sender=funder, value=amount)
+            # A fresh one each time: before Cancun (Ganache) selfdestruct also deletes the sender's code.
+            funder.deploy(project.ForceSend).force(fl.address, sender=funder, value=amount)
             self.s.forced += amount
             self.s.balance += amount
             event("force: ether forced in")
