@@ -12,6 +12,8 @@ export PYTHONUNBUFFERED := 1
 
 # Extra arguments: make test ARGS="-k submit", make run ARGS="--rounds 5"
 ARGS ?=
+# Test workers (pytest-xdist): the suite's tests are independent; JOBS=0 runs them in this process.
+JOBS ?= 2
 
 .PHONY: setup test test-contracts run deploy bench notebook clean
 
@@ -32,7 +34,7 @@ $(VENV)/.solc-stamp: $(VENV)/.deps-stamp node_modules/.deps-stamp tools/install-
 	@touch $@
 
 test: setup ## run the whole suite (contracts, ml, end-to-end, several chains)
-	$(APE) test tests $(ARGS)
+	$(APE) test tests -n $(JOBS) $(ARGS)
 
 test-contracts: setup
 	$(APE) test tests/contracts $(ARGS)

@@ -614,9 +614,11 @@ def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stra
         @rule(amount=st.sampled_from([1, 10**15]))
         def force_ether(self, amount):
             """I-1: selfdestruct forces ether in; no rule may assume balance == the accounted sum."""
-            self.d.tick()
             # A fresh one each time: before Cancun (Ganache) selfdestruct also deletes the sender's code.
-            funder.deploy(project.ForceSend).force(fl.address, sender=funder, value=amount)
+            self.d.tick()
+            forcer = funder.deploy(project.ForceSend)
+            self.d.tick()  # the deployment took a block at the previous time
+            forcer.force(fl.address, sender=funder, value=amount)
             self.s.forced += amount
             self.s.balance += amount
             event("force: ether forced in")
