@@ -1,14 +1,32 @@
-"""Encryption of model updates to the aggregator ("sealing").
+"""Encryption of model updates to the aggregator and the verifiers ("sealing").
 
 Updates travel through a store that anyone may read (a shared folder, IPFS), and
 a client's weights leak information about its training data, so each update is
-encrypted to the aggregator's public key, which the contract publishes as a
-``bytes32``. The scheme is ECIES-like, from well-reviewed primitives only:
+encrypted. The contract publishes the X25519 public keys (``bytes32``) of the
+aggregator and of every verifier; each of them must be able to read every update,
+and when the aggregator rejects one it discloses that update's *content key* as
+evidence, so that anyone can re-check that one rejection and learn nothing about
+any other update. The scheme (format version 2) is built from well-reviewed
+primitives only (X25519, HKDF-SHA256, AES-256-GCM):
 
-* a fresh (ephemeral) X25519 key per blob, agreed with the aggregator's key;
-* HKDF-SHA256 of the shared secret (salt = ephemeral public || recipient public,
-  info = ``b"chainfl-seal-v1"``) into a 32-byte AES key;
-* AES-256-GCM with a random 12-byte nonce.
+* a fresh random 32-byte content key ``K`` per blob;
+* the body is ``AES-256-GCM(K, random 12-byte nonce, plaintext, aad=ctx.aad())``;
+* the ephemeral X25519 private key is **derived from K**:
+  ``eph_priv = HKDF-SHA256(K, salt=None, info=b"chainfl-seal-v2/ephemeral" + ctx.aad())``;
+* per recipient ``R_i``: ``KEK_i = HKDF-SHA256(X25519(eph_priv, R_i), salt=eph_pub || R_i,
+  info=b"chainfl-seal-v2/kek")`` and ``wrapped_i = AES-256-GCM(KEK_i, nonce=12 zero bytes,
+  K, aad=ctx.aad() || R_i)`` (48 bytes). The zero nonce is safe: ``KEK_i`` is used
+  for exactly one encryption (it depends on ``K``, the context and ``R_i``).
+
+Why the ephemeral key is derived from K: anyone who holds K can recompute
+``eph_priv`` and therefore *every* recipient's key-encryption key, so a holder of
+K (a recipient that unwrapped it, or the public once K is disclosed as evidence)
+checks that every recipient's entry wraps the same K and that the body opens
+under it (:func:`open_with_content_key`). A client therefore cannot make its
+update readable by some recipients and not by others: every honest recipient
+that opens the blob runs the same complete check on the same (blob, K) and
+reaches the same verdict. And a disclosed K cannot be forged by whoever
+publishes the evidence: it must reproduce the blob's ephemeral public key.
 
 The associated data is :meth:`SealContext.aad`: (chain id, contract, round,
 client). A blob copied to another round, client, chain or deployment therefore
@@ -16,20 +34,33 @@ fails to open instead of being counted twice or credited to someone else --
 the commitment on chain alone cannot prevent that, since a copier commits to
 the same bytes.
 
-Blob layout (all fixed sizes, so no length fields are needed)::
+Blob layout (fixed-size fields; the only count is ``n``)::
 
-    b"CFLS" | version (1 byte, = 1) | ephemeral public (32) | nonce (12) | ciphertext + tag (>= 16)
+    b"CFLS" | version (1 byte, = 2) | eph_pub (32) | n (1 byte, 1..255)
+          | n x ( R_i (32) | wrapped_i (48) )      # PER_RECIPIENT_SIZE = 80
+          | nonce (12) | ciphertext + tag (>= 16)
+
+so ``len(blob) == len(plaintext) + sealed_overhead(n)`` with
+``sealed_overhead(n) = HEADER_SIZE (38) + 80 * n + 12 + 16``: 146 bytes for the
+aggregator alone, 80 more per verifier.
+
+Callers that know who the recipients must be (the aggregator and the job's
+verifiers, in the contract's order) pass them as ``recipients=`` to
+:func:`open_sealed` / :func:`open_with_content_key`: a blob that leaves out a
+verifier is then invalid for *everyone*, not only for the verifier it leaves out.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import stat
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -42,14 +73,22 @@ __all__ = [
     "MAGIC",
     "VERSION",
     "INFO",
+    "EPHEMERAL_INFO",
+    "KEK_INFO",
     "KEY_SIZE",
     "NONCE_SIZE",
     "TAG_SIZE",
+    "WRAPPED_KEY_SIZE",
+    "PER_RECIPIENT_SIZE",
     "HEADER_SIZE",
+    "BODY_OVERHEAD",
+    "MAX_RECIPIENTS",
     "MIN_SEALED_SIZE",
     "SealError",
     "SealFormatError",
     "SealAuthenticationError",
+    "SealEvidenceError",
+    "SealRecipientsError",
     "SealKeyError",
     "SealContextError",
     "KeyFileError",
@@ -62,18 +101,37 @@ __all__ = [
     "load_private_key",
     "seal",
     "open_sealed",
+    "unwrap_content_key",
+    "open_with_content_key",
+    "recipients_of",
+    "require_recipients",
+    "sealed_overhead",
 ]
 
 MAGIC: Final = b"CFLS"
-VERSION: Final = 1
-INFO: Final = b"chainfl-seal-v1"
-"""Domain separation for both the HKDF info and the AAD prefix."""
+VERSION: Final = 2
+INFO: Final = b"chainfl-seal-v2"
+"""Domain separation: the prefix of every AAD (:meth:`SealContext.aad`)."""
+EPHEMERAL_INFO: Final = b"chainfl-seal-v2/ephemeral"
+"""HKDF info (followed by the context's AAD) deriving the ephemeral private key from K."""
+KEK_INFO: Final = b"chainfl-seal-v2/kek"
+"""HKDF info deriving a recipient's key-encryption key from its X25519 secret."""
 KEY_SIZE: Final = 32
 NONCE_SIZE: Final = 12
 TAG_SIZE: Final = 16
-HEADER_SIZE: Final = len(MAGIC) + 1 + KEY_SIZE + NONCE_SIZE
-MIN_SEALED_SIZE: Final = HEADER_SIZE + TAG_SIZE
-"""An empty plaintext still carries the 16-byte GCM tag."""
+WRAPPED_KEY_SIZE: Final = KEY_SIZE + TAG_SIZE
+"""48: the content key encrypted under one recipient's KEK (zero nonce, not stored)."""
+PER_RECIPIENT_SIZE: Final = KEY_SIZE + WRAPPED_KEY_SIZE
+"""80: one recipient entry, its public key and its wrapped content key."""
+HEADER_SIZE: Final = len(MAGIC) + 1 + KEY_SIZE + 1
+"""38: magic, version, ephemeral public key and recipient count, before the entries."""
+BODY_OVERHEAD: Final = NONCE_SIZE + TAG_SIZE
+"""28: the body's nonce and GCM tag."""
+MAX_RECIPIENTS: Final = 255
+MIN_SEALED_SIZE: Final = HEADER_SIZE + PER_RECIPIENT_SIZE + BODY_OVERHEAD
+"""146: an empty plaintext sealed to one recipient."""
+_ZERO_NONCE: Final = bytes(NONCE_SIZE)
+_FIELD_PRIME: Final = 2**255 - 19
 
 _UINT256_MAX: Final = 2**256 - 1
 
@@ -98,9 +156,30 @@ class SealFormatError(SealError):
 
 
 class SealAuthenticationError(SealError):
-    """The blob is well formed but does not open with this key and context."""
+    """The blob is well formed but does not open with this key and context.
+
+    Also raised when a recipient entry does not wrap the content key, or the body
+    does not open under it: the seal is then invalid for every recipient.
+    """
 
     reason = "authentication"
+
+
+class SealEvidenceError(SealAuthenticationError):
+    """A content key does not reproduce the blob's ephemeral public key.
+
+    Either the key is not this blob's (forged, or another update's), or it is
+    checked in another (chain, contract, round, client) than it was sealed for.
+    A recipient that unwraps such a key from its own entry holds an invalid seal.
+    """
+
+    reason = "content-key"
+
+
+class SealRecipientsError(SealError):
+    """The blob is not sealed to exactly the recipients the caller requires."""
+
+    reason = "recipients"
 
 
 class SealKeyError(SealError, ValueError):
@@ -334,48 +413,144 @@ def _check_same_key(file: Path, raw: bytes) -> None:
 # --------------------------------------------------------------------------- seal / open
 
 
-def _derive_key(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> bytes:
+class _Parsed(NamedTuple):
+    size: int
+    ephemeral_public: bytes
+    entries: tuple[tuple[bytes, bytes], ...]  # (recipient public key, wrapped content key)
+    nonce: bytes
+    ciphertext: bytes
+
+    @property
+    def recipients(self) -> list[bytes]:
+        return [recipient for recipient, _ in self.entries]
+
+
+def sealed_overhead(n_recipients: int) -> int:
+    """Bytes a sealed blob adds to its plaintext: ``HEADER_SIZE + 80 * n + 12 + 16``."""
+    if isinstance(n_recipients, bool) or not isinstance(n_recipients, int) or not (
+        1 <= n_recipients <= MAX_RECIPIENTS
+    ):
+        raise ValueError(f"a blob has 1 to {MAX_RECIPIENTS} recipients, not {n_recipients!r}")
+    return HEADER_SIZE + PER_RECIPIENT_SIZE * n_recipients + BODY_OVERHEAD
+
+
+def _check_context(context: object) -> None:
+    if not isinstance(context, SealContext):
+        raise SealContextError(f"context must be a SealContext, not {type(context).__name__}")
+
+
+def _short(key: bytes) -> str:
+    return "0x" + key[:4].hex() + "…"
+
+
+def _is_canonical_point(raw: bytes) -> bool:
+    """True for the one standard encoding of an X25519 u-coordinate (u < 2**255 - 19).
+
+    X25519 ignores the top bit and reduces modulo p, so several byte strings name
+    the same key. Only the canonical one is accepted, so that matching a
+    recipient entry by its bytes gives the same answer for every party.
+    """
+    return int.from_bytes(raw, "little") < _FIELD_PRIME
+
+
+def _recipient_list(recipients: bytes | str | Sequence[bytes | str]) -> list[bytes]:
+    """One public key or a sequence of them, as distinct canonical 32-byte keys, order kept."""
+    if isinstance(recipients, (bytes, bytearray, memoryview, str)):
+        keys = [_key_bytes(recipients, "recipient public key")]
+    else:
+        try:
+            items = list(recipients)
+        except TypeError:
+            raise SealKeyError(
+                "recipients must be a 32-byte public key or a sequence of them, not "
+                f"{type(recipients).__name__}"
+            ) from None
+        if not 1 <= len(items) <= MAX_RECIPIENTS:
+            raise SealKeyError(f"a blob has 1 to {MAX_RECIPIENTS} recipients, got {len(items)}")
+        keys = [_key_bytes(item, f"recipient public key #{i + 1}") for i, item in enumerate(items)]
+    for i, key in enumerate(keys):
+        if not _is_canonical_point(key):
+            raise SealKeyError(
+                f"recipient public key #{i + 1} (0x{key.hex()}) is not a canonical X25519 "
+                "public key; check the keys published on chain"
+            )
+    if len(set(keys)) != len(keys):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise SealKeyError(f"recipient public key 0x{twice.hex()} is listed more than once")
+    return keys
+
+
+def _content_key_bytes(value: object) -> bytes:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise SealKeyError(f"a content key must be {KEY_SIZE} bytes, not {type(value).__name__}")
+    raw = bytes(value)
+    if len(raw) != KEY_SIZE:
+        raise SealKeyError(f"a content key must be {KEY_SIZE} bytes, got {len(raw)}")
+    return raw
+
+
+def _ephemeral(content_key: bytes, context: SealContext) -> X25519PrivateKey:
+    """``eph_priv = HKDF-SHA256(K, salt=None, info=EPHEMERAL_INFO + ctx.aad())``."""
+    seed = HKDF(
+        algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=EPHEMERAL_INFO + context.aad()
+    ).derive(content_key)
+    return X25519PrivateKey.from_private_bytes(seed)
+
+
+def _kek(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> bytes:
+    """``KEK_i = HKDF-SHA256(X25519 secret, salt=eph_pub || R_i, info=KEK_INFO)``."""
     return HKDF(
         algorithm=hashes.SHA256(),
-        length=32,
+        length=KEY_SIZE,
         salt=ephemeral_public + recipient_public,
-        info=INFO,
+        info=KEK_INFO,
     ).derive(shared)
 
 
-def seal(plaintext: bytes, recipient_public: bytes | str, context: SealContext) -> bytes:
-    """Encrypt ``plaintext`` to ``recipient_public``, bound to ``context``.
+def seal(
+    plaintext: bytes,
+    recipients: bytes | str | Sequence[bytes | str],
+    context: SealContext,
+    *,
+    content_key: bytes | None = None,
+) -> bytes:
+    """Encrypt ``plaintext`` to every key in ``recipients``, bound to ``context``.
 
-    Every call uses a new ephemeral key and nonce, so sealing the same update
-    twice gives different blobs (and different commitments).
+    ``recipients`` is one 32-byte X25519 public key (bytes or 0x-hex) or a
+    sequence of 1 to 255 distinct ones; their order is kept in the blob. Each
+    call draws a new content key and nonce, so sealing the same update twice
+    gives different blobs (and different commitments). ``content_key`` fixes K;
+    it is meant for tests: never seal two updates under one key.
+
+    The ephemeral key is derived from K (see the module docstring), so that
+    anyone holding K can check that every recipient entry wraps the same K.
     """
-    if not isinstance(context, SealContext):
-        raise SealContextError(f"context must be a SealContext, not {type(context).__name__}")
-    recipient = _key_bytes(recipient_public, "recipient public key")
-    ephemeral = X25519PrivateKey.generate()
+    _check_context(context)
+    keys = _recipient_list(recipients)
+    key = os.urandom(KEY_SIZE) if content_key is None else _content_key_bytes(content_key)
+    ephemeral = _ephemeral(key, context)
     ephemeral_public = ephemeral.public_key().public_bytes_raw()
-    try:
-        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
-    except ValueError:
-        raise SealKeyError(
-            f"recipient public key 0x{recipient.hex()} is not a usable X25519 key "
-            "(low-order point); check the aggregator key published on chain"
-        ) from None
-    key = _derive_key(shared, ephemeral_public, recipient)
+    aad = context.aad()
+    parts = [MAGIC, bytes([VERSION]), ephemeral_public, bytes([len(keys)])]
+    for i, recipient in enumerate(keys):
+        try:
+            shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
+        except ValueError:
+            raise SealKeyError(
+                f"recipient public key #{i + 1} (0x{recipient.hex()}) is not a usable X25519 "
+                "key (low-order point); check the keys published on chain"
+            ) from None
+        kek = _kek(shared, ephemeral_public, recipient)
+        parts += [recipient, AESGCM(kek).encrypt(_ZERO_NONCE, key, aad + recipient)]
     nonce = os.urandom(NONCE_SIZE)
-    ciphertext = AESGCM(key).encrypt(nonce, bytes(plaintext), context.aad())
-    return MAGIC + bytes([VERSION]) + ephemeral_public + nonce + ciphertext
+    parts += [nonce, AESGCM(key).encrypt(nonce, bytes(plaintext), aad)]
+    return b"".join(parts)
 
 
-def open_sealed(blob: bytes, recipient_private: bytes | str, context: SealContext) -> bytes:
-    """Decrypt a blob made by :func:`seal`, checking it was sealed for ``context``.
-
-    Raises :class:`SealFormatError` ("format") for bytes that are not a sealed
-    blob, and :class:`SealAuthenticationError` ("authentication") when the key or
-    context is wrong or any byte was changed; GCM cannot tell these apart.
-    """
-    if not isinstance(context, SealContext):
-        raise SealContextError(f"context must be a SealContext, not {type(context).__name__}")
+def _parse(blob: bytes) -> _Parsed:
+    """The fields of a version-2 blob; :class:`SealFormatError` for anything else."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise SealFormatError(f"a sealed blob is bytes, not {type(blob).__name__}")
     data = bytes(blob)
     if data[: len(MAGIC)] != MAGIC:
         raise SealFormatError(
@@ -383,33 +558,207 @@ def open_sealed(blob: bytes, recipient_private: bytes | str, context: SealContex
             f"{data[:len(MAGIC)]!r}, {len(data)} bytes). Was it stored unsealed, or is "
             "it another kind of blob (e.g. a global model)?"
         )
-    if len(data) < MIN_SEALED_SIZE:
-        raise SealFormatError(
-            f"sealed blob is truncated: {len(data)} bytes, at least {MIN_SEALED_SIZE} "
-            "are needed (header and tag)"
-        )
+    if len(data) <= len(MAGIC):
+        raise SealFormatError(f"sealed blob is truncated: {len(data)} bytes, no version byte")
     version = data[len(MAGIC)]
     if version != VERSION:
-        raise SealFormatError(
-            f"sealed blob has version {version}, this code opens version {VERSION} "
-            "only; upgrade chainfl (or the client that sealed it)"
+        hint = (
+            " (single-recipient version-1 blobs are no longer supported: seal the update again)"
+            if version == 1
+            else "; upgrade chainfl (or the client that sealed it)"
         )
-    offset = len(MAGIC) + 1
-    ephemeral_public = data[offset : offset + KEY_SIZE]
-    nonce = data[offset + KEY_SIZE : HEADER_SIZE]
-    ciphertext = data[HEADER_SIZE:]
+        raise SealFormatError(
+            f"sealed blob has version {version}, this code opens version {VERSION} only{hint}"
+        )
+    if len(data) < HEADER_SIZE:
+        raise SealFormatError(
+            f"sealed blob is truncated: {len(data)} bytes, the header alone is {HEADER_SIZE}"
+        )
+    ephemeral_public = data[len(MAGIC) + 1 : len(MAGIC) + 1 + KEY_SIZE]
+    count = data[HEADER_SIZE - 1]
+    if count == 0:
+        raise SealFormatError("sealed blob has no recipients: nobody can open it")
+    needed = sealed_overhead(count)
+    if len(data) < needed:
+        raise SealFormatError(
+            f"sealed blob is truncated: {len(data)} bytes, at least {needed} are needed "
+            f"for {count} recipient(s) (header, entries, nonce and tag)"
+        )
+    if not _is_canonical_point(ephemeral_public):
+        raise SealFormatError("sealed blob's ephemeral public key is not a canonical X25519 key")
+    entries = []
+    for i in range(count):
+        offset = HEADER_SIZE + i * PER_RECIPIENT_SIZE
+        recipient = data[offset : offset + KEY_SIZE]
+        if not _is_canonical_point(recipient):
+            raise SealFormatError(
+                f"sealed blob's recipient entry {i + 1} of {count} holds a non-canonical "
+                f"X25519 public key (0x{recipient.hex()})"
+            )
+        entries.append((recipient, data[offset + KEY_SIZE : offset + PER_RECIPIENT_SIZE]))
+    keys = [recipient for recipient, _ in entries]
+    if len(set(keys)) != len(keys):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise SealFormatError(f"sealed blob lists recipient 0x{twice.hex()} more than once")
+    body = HEADER_SIZE + count * PER_RECIPIENT_SIZE
+    return _Parsed(
+        size=len(data),
+        ephemeral_public=ephemeral_public,
+        entries=tuple(entries),
+        nonce=data[body : body + NONCE_SIZE],
+        ciphertext=data[body + NONCE_SIZE :],
+    )
 
-    private = X25519PrivateKey.from_private_bytes(_key_bytes(recipient_private, "private key"))
-    recipient_public = private.public_key().public_bytes_raw()
+
+def recipients_of(blob: bytes) -> list[bytes]:
+    """The recipients' public keys, in blob order (no key needed; :class:`SealFormatError` if malformed)."""
+    return _parse(blob).recipients
+
+
+def _require_recipients(parsed: _Parsed, recipients: bytes | str | Sequence[bytes | str]) -> None:
+    expected = _recipient_list(recipients)
+    if parsed.recipients == expected:
+        return
+    missing = [key for key in expected if key not in parsed.recipients]
+    extra = [key for key in parsed.recipients if key not in expected]
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(map(_short, missing)))
+    if extra:
+        parts.append("not required " + ", ".join(map(_short, extra)))
+    raise SealRecipientsError(
+        f"invalid seal: sealed to {len(parsed.entries)} recipient(s), not to exactly the "
+        f"{len(expected)} required ones in their published order "
+        f"({'; '.join(parts) or 'the same keys in another order'})"
+    )
+
+
+def require_recipients(blob: bytes, recipients: bytes | str | Sequence[bytes | str]) -> None:
+    """Check, without any key, that ``blob`` is sealed to exactly ``recipients`` in that order.
+
+    Raises :class:`SealFormatError` for a malformed blob and
+    :class:`SealRecipientsError` for another recipient list.
+    """
+    _require_recipients(_parse(blob), recipients)
+
+
+def _unwrap(parsed: _Parsed, private_key: bytes | str, context: SealContext) -> bytes:
+    private = X25519PrivateKey.from_private_bytes(_key_bytes(private_key, "private key"))
+    public = private.public_key().public_bytes_raw()
+    wrapped = dict(parsed.entries).get(public)
+    if wrapped is None:
+        listed = ", ".join(_short(key) for key in parsed.recipients[:4])
+        more = f" and {len(parsed.entries) - 4} more" if len(parsed.entries) > 4 else ""
+        raise SealKeyError(
+            f"this key (public key 0x{public.hex()}) is not a recipient of the sealed blob: "
+            f"it was sealed to {len(parsed.entries)} other key(s) ({listed}{more}); check "
+            "that the sealing client used the keys published on chain"
+        )
     try:
-        shared = private.exchange(X25519PublicKey.from_public_bytes(ephemeral_public))
-        key = _derive_key(shared, ephemeral_public, recipient_public)
-        return AESGCM(key).decrypt(nonce, ciphertext, context.aad())
+        shared = private.exchange(X25519PublicKey.from_public_bytes(parsed.ephemeral_public))
+        kek = _kek(shared, parsed.ephemeral_public, public)
+        return AESGCM(kek).decrypt(_ZERO_NONCE, wrapped, context.aad() + public)
     except (InvalidTag, ValueError):
         # ValueError: a low-order ephemeral key, which only a forged blob carries.
         raise SealAuthenticationError(
-            f"sealed blob ({len(data)} bytes) does not open: it was either tampered "
-            f"with, sealed to another aggregator key (this key's public key is "
-            f"0x{recipient_public.hex()}), or sealed for another (chain, contract, "
-            f"round, client). Opened with {context.describe()}."
+            f"sealed blob ({parsed.size} bytes) does not open: the entry for this key "
+            f"(public key 0x{public.hex()}) does not unwrap, so the blob was either "
+            "tampered with or sealed for another (chain, contract, round, client). "
+            f"Opened with {context.describe()}."
         ) from None
+
+
+def unwrap_content_key(blob: bytes, private_key: bytes | str, context: SealContext) -> bytes:
+    """The content key K from the entry of ``private_key``'s public key (no other check).
+
+    Raises :class:`SealFormatError` for a malformed blob, :class:`SealKeyError` if
+    the key is not among the recipients and :class:`SealAuthenticationError` if
+    its entry does not unwrap in ``context``. An unwrapped K still has to pass
+    :func:`open_with_content_key` before the blob counts as valid.
+    """
+    _check_context(context)
+    return _unwrap(_parse(blob), private_key, context)
+
+
+def _open(
+    parsed: _Parsed,
+    content_key: bytes,
+    context: SealContext,
+    recipients: bytes | str | Sequence[bytes | str] | None,
+) -> bytes:
+    key = _content_key_bytes(content_key)
+    ephemeral = _ephemeral(key, context)
+    ephemeral_public = ephemeral.public_key().public_bytes_raw()
+    if ephemeral_public != parsed.ephemeral_public:
+        raise SealEvidenceError(
+            "the content key is not this blob's: it does not reproduce the blob's ephemeral "
+            "public key (a forged key, another update's key, or a blob sealed for another "
+            f"(chain, contract, round, client)). Checked with {context.describe()}."
+        )
+    if recipients is not None:
+        _require_recipients(parsed, recipients)
+    aad = context.aad()
+    for i, (recipient, wrapped) in enumerate(parsed.entries):
+        try:
+            shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
+            kek = _kek(shared, ephemeral_public, recipient)
+            unwrapped = AESGCM(kek).decrypt(_ZERO_NONCE, wrapped, aad + recipient)
+        except (InvalidTag, ValueError):
+            unwrapped = b""
+        if not hmac.compare_digest(unwrapped, key):
+            raise SealAuthenticationError(
+                f"invalid seal: recipient entry {i + 1} of {len(parsed.entries)} (public key "
+                f"0x{recipient.hex()}) does not wrap the blob's content key, so not every "
+                "recipient can open the update"
+            )
+    try:
+        return AESGCM(key).decrypt(parsed.nonce, parsed.ciphertext, aad)
+    except InvalidTag:
+        raise SealAuthenticationError(
+            f"invalid seal: the body ({len(parsed.ciphertext)} bytes) does not open under the "
+            "blob's content key: it was tampered with or sealed for another "
+            f"(chain, contract, round, client). Opened with {context.describe()}."
+        ) from None
+
+
+def open_with_content_key(
+    blob: bytes,
+    content_key: bytes,
+    context: SealContext,
+    *,
+    recipients: bytes | str | Sequence[bytes | str] | None = None,
+) -> bytes:
+    """The plaintext of ``blob``, after the full check anyone holding K can run.
+
+    In order: the blob parses (:class:`SealFormatError`); K reproduces the
+    blob's ephemeral public key (:class:`SealEvidenceError`: a forged or wrong
+    key, or another context); if ``recipients`` is given, the blob is sealed to
+    exactly those keys in that order (:class:`SealRecipientsError`); every
+    recipient entry unwraps to K, and the body opens under K with the context as
+    associated data (:class:`SealAuthenticationError`). The result depends only
+    on (blob, K, context, recipients), so every party holding K agrees on it.
+    """
+    _check_context(context)
+    return _open(_parse(blob), content_key, context, recipients)
+
+
+def open_sealed(
+    blob: bytes,
+    recipient_private: bytes | str,
+    context: SealContext,
+    *,
+    recipients: bytes | str | Sequence[bytes | str] | None = None,
+) -> bytes:
+    """Decrypt a blob made by :func:`seal` as one of its recipients, checking it fully.
+
+    ``open_with_content_key(blob, unwrap_content_key(blob, key, context), context)``:
+    the recipient unwraps K from its own entry, then runs the same complete check
+    as anyone holding K, so every honest recipient reaches the same verdict on the
+    same blob. Pass ``recipients`` (the aggregator and verifier keys, in the
+    contract's order) to also refuse blobs that leave a required recipient out.
+
+    Every failure is a :class:`SealError`; ``reason`` says which kind.
+    """
+    _check_context(context)
+    parsed = _parse(blob)
+    return _open(parsed, _unwrap(parsed, recipient_private, context), context, recipients)
