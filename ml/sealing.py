@@ -507,6 +507,11 @@ def _kek(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> byt
     ).derive(shared)
 
 
+def _unwrap_entry(shared: bytes, ephemeral_public: bytes, recipient: bytes, wrapped: bytes, aad: bytes) -> bytes:
+    """K from one recipient entry, given the X25519 secret of (ephemeral, recipient); InvalidTag if not."""
+    return AESGCM(_kek(shared, ephemeral_public, recipient)).decrypt(_ZERO_NONCE, wrapped, aad + recipient)
+
+
 def seal(
     plaintext: bytes,
     recipients: bytes | str | Sequence[bytes | str],
@@ -656,8 +661,7 @@ def _unwrap(parsed: _Parsed, private_key: bytes | str, context: SealContext) -> 
         )
     try:
         shared = private.exchange(X25519PublicKey.from_public_bytes(parsed.ephemeral_public))
-        kek = _kek(shared, parsed.ephemeral_public, public)
-        return AESGCM(kek).decrypt(_ZERO_NONCE, wrapped, context.aad() + public)
+        return _unwrap_entry(shared, parsed.ephemeral_public, public, wrapped, context.aad())
     except (InvalidTag, ValueError):
         # ValueError: a low-order ephemeral key, which only a forged blob carries.
         raise SealAuthenticationError(
@@ -701,8 +705,7 @@ def _open(
     for i, (recipient, wrapped) in enumerate(parsed.entries):
         try:
             shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
-            kek = _kek(shared, ephemeral_public, recipient)
-            unwrapped = AESGCM(kek).decrypt(_ZERO_NONCE, wrapped, aad + recipient)
+            unwrapped = _unwrap_entry(shared, ephemeral_public, recipient, wrapped, aad)
         except (InvalidTag, ValueError):
             unwrapped = b""
         if not hmac.compare_digest(unwrapped, key):

@@ -62,7 +62,7 @@ BASE = [np.zeros(shape, np.float32) for shape in tensor_shapes(SPEC)]
 
 
 def validate(plaintext: bytes) -> str | None:
-    """What the aggregator checks after opening (ml.rounds.check_updates): the reason, or None."""
+    """What the aggregator checks after opening (ml.rounds.collect_updates): the reason, or None."""
     try:
         update = codec.decode(plaintext, SPEC)
         codec.validate(update, SPEC)
