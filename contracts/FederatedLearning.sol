@@ -18,6 +18,12 @@ import {Address} from "@openzeppelin/contracts/utils/Address.sol";
  * aggregator publishes the new global model off chain and records its hash.
  * Every round can therefore be re-computed from the recorded commitments.
  *
+ * No single party decides a round: the aggregator only proposes an outcome (the model, the
+ * rejected and excluded clients, the hash of the rejection evidence); a committee of k verifiers,
+ * fixed at deployment, re-computes it off chain, and m matching attestations apply it, while
+ * k - m + 1 disputes fail it and forfeit the aggregator's bond. With k = 0 the job runs in
+ * trusted-aggregator mode (a proposal applies at once), for demos: {trustedAggregator} says so.
+ *
  * Nobody profits from a verdict: slashed stake goes to a treasury fixed at
  * deployment (or is burned), never to the reward pool. Verdicts do not depend on
  * the quorum: a round with too few accepted updates closes as Failed and its
@@ -40,6 +46,8 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     /// @notice Most updates a round accepts, so that any verdict list (at most one entry per
     /// update) fits in a block: all of them rejected costs about 17M gas (bench/gas.py).
     uint256 public constant MAX_UPDATES_PER_ROUND = 1000;
+    /// @notice Most verifiers a committee may have.
+    uint256 public constant MAX_VERIFIERS = 32;
 
     /// @notice Deployment parameters (fixed for the job, but the aggregator key).
     struct Params {
@@ -56,8 +64,31 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         bytes32 modelSpecHash; // keccak of the canonical model spec (the task)
         bytes32 initialModelHash; // keccak of the initial global model blob
         bytes32 aggregatorKey; // X25519 public key updates are sealed to
-        address treasury; // receives slashed stake; the zero address burns it
+        address treasury; // receives slashed stake and forfeited bonds; the zero address burns them
         bool permissioned; // clients need a registrar's admission, and submit at most their allowance
+        uint64 attestationPeriod; // seconds the committee has to attest a proposal before it expires
+        uint256 aggregatorBond; // wei the aggregator must have bonded to propose; forfeited on a failed proposal
+    }
+
+    /// @notice The verifier committee, fixed at deployment (k = verifiers.length, threshold m).
+    struct Committee {
+        address[] verifiers;
+        bytes32[] keys; // each verifier's X25519 public key (updates are sealed to it too)
+        uint32 threshold; // m: matching attestations that apply a proposal (0 iff k = 0)
+    }
+
+    /**
+     * @notice What the aggregator proposes for a round. Its digest ({outcomeDigest}) is what the
+     * verifiers attest. Lists are strictly ascending by address (so each names distinct clients).
+     */
+    struct Outcome {
+        bytes32 modelHash; // keccak of the new global model blob; zero when below the quorum
+        address[] rejected; // provably invalid updates: slashed
+        uint8[] reasons; // one reason code per rejected client (see ml/evidence.py)
+        address[] excluded; // left out by a robust strategy: neither paid nor slashed
+        bytes32 evidenceHash; // keccak of the evidence blob (per rejection: reason, disclosed key, detail)
+        string evidenceLocator; // where the evidence blob is (event data only)
+        string modelLocator; // where the model blob is (event data only)
     }
 
     enum ClientStatus {
@@ -78,8 +109,9 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     enum Phase {
         None,
         Open,
+        Proposed, // an outcome awaits the committee
         Finalized,
-        Failed, // closed below the quorum: rejections slashed, no model, no reward
+        Failed, // below the quorum (rejections slashed, no model, no reward), or the proposal was disputed
         Cancelled
     }
 
@@ -94,6 +126,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         uint32 claims;
         uint32 eligible; // clients counted toward "all in" (those that could submit at the start)
         uint32 eligibleSubmitted; // how many of them have submitted
+        uint64 startBlock; // block of startRound: log readers start here, never at the deploy block
         Phase phase;
         uint256 submittedWeight;
         uint256 acceptedWeight;
@@ -115,7 +148,29 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         UpdateStatus status;
     }
 
+    /// @dev A proposal awaiting (or past) the committee's votes.
+    struct Proposal {
+        bytes32 digest;
+        bytes32 modelHash;
+        address proposer;
+        uint64 proposedAt;
+        uint64 proposedBlock;
+        uint32 attestations;
+        uint32 disputes;
+        address[] rejected;
+        uint8[] reasons;
+        address[] excluded;
+    }
+
     Params private _params;
+    address[] private _verifiers;
+    mapping(address verifier => bytes32) private _verifierKey;
+    uint32 private immutable _threshold;
+    mapping(uint256 roundId => Proposal) private _proposals;
+    /// @notice A verifier's vote on a round's proposal: 0 none, 1 attested, 2 disputed.
+    mapping(uint256 roundId => mapping(address verifier => uint8)) public voteOf;
+    /// @notice Wei each aggregator has bonded.
+    mapping(address aggregator => uint256) public bondOf;
 
     mapping(address client => Client) private _clients;
     mapping(uint256 roundId => Round) private _rounds;
@@ -145,8 +200,10 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     uint256 public rewardPool;
     /// @notice Slashed stake waiting to be sent to the treasury.
     uint256 public treasuryOwed;
-    /// @notice Slashed stake burned (a job without treasury): it stays in the contract forever.
+    /// @notice Slashed stake and forfeited bonds burned (a job without treasury): locked here forever.
     uint256 public totalBurned;
+    /// @notice Sum of all aggregator bonds held.
+    uint256 public totalBonded;
 
     // ---------------------------------------------------------------- errors
 
@@ -176,6 +233,18 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     error NotPermissioned();
     error ModelBelowQuorum(uint256 accepted, uint256 quorum);
     error NoTreasury();
+    error NotVerifier(address account);
+    error AlreadyVoted(uint256 roundId, address verifier);
+    error DigestMismatch(bytes32 attested, bytes32 proposed);
+    error DisputeMatchesProposal(bytes32 digest);
+    error NotProposed(uint256 roundId);
+    error ProposalExpired(uint256 expiredAt);
+    error ProposalNotExpired(uint256 expiresAt);
+    error BondTooLow(uint256 bonded, uint256 required);
+    error ProposalPending(uint256 roundId);
+    error VerdictsNotSorted(address client);
+    error ReasonsMismatch(uint256 rejected, uint256 reasons);
+    error ZeroReason(address client);
     error ZeroSamples();
     error TooManySamples(uint256 samples, uint256 maximum);
     error RoundFull(uint256 maxUpdates);
@@ -195,16 +264,27 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     event UpdateSubmitted(
         uint256 indexed roundId, address indexed client, bytes32 commitment, uint256 samples, string locator
     );
-    event UpdateRejected(uint256 indexed roundId, address indexed client, uint256 slashed);
+    event UpdateRejected(uint256 indexed roundId, address indexed client, uint256 slashed, uint8 reason);
     event UpdateExcluded(uint256 indexed roundId, address indexed client);
     event RoundFinalized(
-        uint256 indexed roundId,
-        bytes32 modelHash,
-        uint256 accepted,
-        uint256 acceptedWeight,
-        uint256 reward,
-        string locator
+        uint256 indexed roundId, bytes32 modelHash, uint256 accepted, uint256 acceptedWeight, uint256 reward
     );
+    event RoundProposed(
+        uint256 indexed roundId,
+        bytes32 digest,
+        bytes32 modelHash,
+        uint256 rejected,
+        uint256 excluded,
+        bytes32 evidenceHash,
+        string evidenceLocator,
+        string modelLocator
+    );
+    event RoundAttested(uint256 indexed roundId, address indexed verifier, uint256 attestations);
+    event RoundDisputed(uint256 indexed roundId, address indexed verifier, bytes32 digest, uint256 disputes);
+    event ProposalRejected(uint256 indexed roundId, address indexed aggregator, uint256 bondForfeited);
+    event ProposalExpiredCancelled(uint256 indexed roundId);
+    event BondPosted(address indexed aggregator, uint256 amount, uint256 bond);
+    event BondWithdrawn(address indexed aggregator, uint256 amount);
     event RoundFailed(uint256 indexed roundId, uint256 accepted, uint256 rejected, uint256 excluded);
     event RoundCancelled(uint256 indexed roundId, address indexed by);
     event ClientAdmitted(address indexed client, uint256 allowance);
@@ -218,13 +298,35 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
      * @param params job parameters (see {Params})
      * @param admin receives DEFAULT_ADMIN_ROLE (grants roles and rotates the aggregator key between
      * rounds; also REGISTRAR_ROLE in a permissioned job). Transferred in two steps with a delay.
+     * @param committee the k verifiers, their X25519 keys and the threshold m (k = 0: trusted aggregator)
      * @param aggregator receives AGGREGATOR_ROLE
      * @param adminDelay seconds a new admin must wait before accepting the role
      */
-    constructor(Params memory params, address admin, address aggregator, uint48 adminDelay)
-        AccessControlDefaultAdminRules(adminDelay, admin)
-    {
+    constructor(
+        Params memory params,
+        Committee memory committee,
+        address admin,
+        address aggregator,
+        uint48 adminDelay
+    ) AccessControlDefaultAdminRules(adminDelay, admin) {
         if (admin == address(0) || aggregator == address(0)) revert ZeroAddress();
+        uint256 k = committee.verifiers.length;
+        if (k > MAX_VERIFIERS) revert InvalidParams("more than MAX_VERIFIERS verifiers");
+        if (committee.keys.length != k) revert InvalidParams("one key per verifier");
+        if (k == 0 ? committee.threshold != 0 : committee.threshold == 0 || committee.threshold > k) {
+            revert InvalidParams("threshold must be in 1..k (0 when k = 0)");
+        }
+        if (k != 0 && params.attestationPeriod == 0) revert InvalidParams("attestationPeriod is zero");
+        for (uint256 i = 0; i < k; ++i) {
+            address v = committee.verifiers[i];
+            if (v == address(0)) revert ZeroAddress();
+            if (v == aggregator) revert InvalidParams("the aggregator cannot be a verifier");
+            if (committee.keys[i] == bytes32(0)) revert InvalidParams("verifier key is zero");
+            if (_verifierKey[v] != bytes32(0)) revert InvalidParams("verifier listed twice");
+            _verifierKey[v] = committee.keys[i];
+        }
+        _verifiers = committee.verifiers;
+        _threshold = committee.threshold;
         if (params.quorum == 0) revert InvalidParams("quorum must be at least 1");
         if (params.maxUpdatesPerRound > MAX_UPDATES_PER_ROUND) {
             revert InvalidParams("maxUpdatesPerRound above MAX_UPDATES_PER_ROUND");
@@ -326,7 +428,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         uint256 unlockTime = uint256(c.exitRequestedAt) + _params.unbondingPeriod;
         if (block.timestamp < unlockTime) revert StillUnbonding(unlockTime);
         uint256 r = c.lastSubmittedRound;
-        if (r != 0 && _rounds[r].phase == Phase.Open) revert UpdatePending(r);
+        if (r != 0 && (_rounds[r].phase == Phase.Open || _rounds[r].phase == Phase.Proposed)) revert UpdatePending(r);
         uint256 amount = c.stake;
         c.stake = 0;
         c.status = ClientStatus.None;
@@ -345,15 +447,15 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
      * @return roundId the new round's number (1 for the first)
      */
     function startRound() external onlyRole(AGGREGATOR_ROLE) returns (uint256 roundId) {
-        uint256 prev = currentRound;
-        if (prev != 0 && _rounds[prev].phase == Phase.Open) revert RoundStillOpen(prev);
-        roundId = prev + 1;
+        _requireNoOpenRound();
+        roundId = currentRound + 1;
         currentRound = roundId;
         Round storage r = _rounds[roundId];
         r.baseModelHash = latestModelHash;
         r.startedAt = uint64(block.timestamp);
         r.deadline = uint64(block.timestamp) + _params.submissionPeriod;
         r.eligible = uint32(eligibleClients);
+        r.startBlock = uint64(block.number);
         r.phase = Phase.Open;
         emit RoundStarted(roundId, r.baseModelHash, r.deadline);
     }
@@ -398,55 +500,120 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     }
 
     /**
-     * @notice Close the open round with its verdicts and, at or above the quorum, the new model.
-     * @dev Callable after the deadline, or earlier once every client that could submit when the
-     * round started has submitted (or the cap is reached). Rejected updates (provably invalid)
-     * lose `slashBps` of their stake to the treasury; excluded ones (left out by a robust
-     * strategy) are neither paid nor slashed. With fewer accepted updates than the quorum the
-     * round closes as Failed: the rejections are slashed all the same, but no model is recorded
-     * (`modelHash` must be zero) and no reward is allocated. Costs O(rejected + excluded).
+     * @notice Propose the open round's outcome (aggregator). The verifiers re-compute it off chain
+     * and attest or dispute its digest; m attestations apply it. In trusted-aggregator mode
+     * (k = 0) it applies at once. Callable after the deadline, or earlier once every client that
+     * could submit when the round started has submitted (or the cap is reached). Needs the
+     * job's bond (k > 0). Costs O(rejected + excluded).
+     * @dev Below the quorum the outcome carries no model (modelHash zero): applied, it fails the
+     * round but still slashes its rejections. Verdict lists must be strictly ascending.
      * @param roundId the open round
-     * @param modelHash keccak-256 of the new global model blob; zero below the quorum
-     * @param rejected clients whose update was provably invalid
-     * @param excluded clients the aggregation strategy left out
-     * @param locator where the global model blob can be fetched (event data only)
+     * @param outcome the model hash, verdicts, evidence hash and locators (see {Outcome})
+     * @return digest what the verifiers attest ({outcomeDigest})
      */
-    function finalizeRound(
-        uint256 roundId,
-        bytes32 modelHash,
-        address[] calldata rejected,
-        address[] calldata excluded,
-        string calldata locator
-    ) external onlyRole(AGGREGATOR_ROLE) {
+    function proposeRound(uint256 roundId, Outcome calldata outcome)
+        external
+        onlyRole(AGGREGATOR_ROLE)
+        returns (bytes32 digest)
+    {
         Round storage r = _rounds[roundId];
         if (r.phase != Phase.Open) revert RoundNotOpen(roundId);
         if (block.timestamp <= r.deadline && !_allIn(r)) revert DeadlineNotReached(r.deadline);
-        (uint256 rejectedWeight, uint256 slashed) = _reject(roundId, rejected);
-        uint256 weight = r.submittedWeight - rejectedWeight - _exclude(roundId, excluded);
-        // Each verdict names a distinct submitted update, so this cannot underflow.
-        uint256 accepted = r.submissions - rejected.length - excluded.length;
-        r.rejected = uint32(rejected.length);
-        r.excluded = uint32(excluded.length);
-        _toTreasury(slashed);
-        if (accepted < _params.quorum) {
-            if (modelHash != bytes32(0)) revert ModelBelowQuorum(accepted, _params.quorum);
-            r.phase = Phase.Failed;
-            emit RoundFailed(roundId, accepted, rejected.length, excluded.length);
-            return;
+        bool trusted = _verifiers.length == 0;
+        if (!trusted && bondOf[msg.sender] < _params.aggregatorBond) {
+            revert BondTooLow(bondOf[msg.sender], _params.aggregatorBond);
         }
-        if (modelHash == bytes32(0)) revert ZeroModelHash();
-        r.modelHash = modelHash;
-        r.acceptedWeight = weight;
-        r.reward = _allocate();
-        r.phase = Phase.Finalized;
-        latestModelHash = modelHash;
-        emit RoundFinalized(roundId, modelHash, accepted, weight, r.reward, locator);
+        _checkVerdicts(roundId, r, outcome);
+        digest = outcomeDigest(roundId, outcome);
+        Proposal storage p = _proposals[roundId];
+        p.digest = digest;
+        p.modelHash = outcome.modelHash;
+        p.proposer = msg.sender;
+        p.proposedAt = uint64(block.timestamp);
+        p.proposedBlock = uint64(block.number);
+        if (!trusted) {
+            // Kept for the attestation that completes m (it applies them: O(rejected + excluded)).
+            p.rejected = outcome.rejected;
+            p.reasons = outcome.reasons;
+            p.excluded = outcome.excluded;
+        }
+        r.phase = Phase.Proposed;
+        emit RoundProposed(
+            roundId,
+            digest,
+            outcome.modelHash,
+            outcome.rejected.length,
+            outcome.excluded.length,
+            outcome.evidenceHash,
+            outcome.evidenceLocator,
+            outcome.modelLocator
+        );
+        if (trusted) {
+            // Trusted-aggregator mode: applied at once, from calldata.
+            _applyVerdicts(roundId, r, outcome.modelHash, outcome.rejected, outcome.reasons, outcome.excluded);
+        }
+    }
+
+    /**
+     * @notice Attest that the proposal's outcome is what the verifier re-computed (verifiers, once
+     * per round, within the attestation period). O(1), but the m-th attestation applies the
+     * outcome: slashes to the treasury, the reward allocated, the new latest model.
+     * @param roundId the proposed round
+     * @param digest the digest the verifier computed; must equal the proposal's (else dispute)
+     */
+    function attest(uint256 roundId, bytes32 digest) external {
+        (Round storage r, Proposal storage p) = _vote(roundId, 1);
+        if (digest != p.digest) revert DigestMismatch(digest, p.digest);
+        uint32 n = p.attestations + 1;
+        p.attestations = n;
+        emit RoundAttested(roundId, msg.sender, n);
+        if (n == _threshold) _applyVerdicts(roundId, r, p.modelHash, p.rejected, p.reasons, p.excluded);
+    }
+
+    /**
+     * @notice Dispute the proposal: the verifier re-computed another outcome (verifiers, once per
+     * round, within the attestation period). k - m + 1 disputes fail the round (nothing applied)
+     * and forfeit the aggregator's bond to the treasury.
+     * @param roundId the proposed round
+     * @param digest the digest the verifier computed (zero if it could not compute one)
+     */
+    function dispute(uint256 roundId, bytes32 digest) external {
+        (Round storage r, Proposal storage p) = _vote(roundId, 2);
+        if (digest == p.digest) revert DisputeMatchesProposal(digest);
+        uint32 n = p.disputes + 1;
+        p.disputes = n;
+        emit RoundDisputed(roundId, msg.sender, digest, n);
+        if (n == _verifiers.length - _threshold + 1) {
+            r.phase = Phase.Failed;
+            address proposer = p.proposer;
+            uint256 forfeited = Math.min(bondOf[proposer], _params.aggregatorBond);
+            bondOf[proposer] -= forfeited;
+            totalBonded -= forfeited;
+            _toTreasury(forfeited);
+            emit ProposalRejected(roundId, proposer, forfeited);
+        }
+    }
+
+    /**
+     * @notice Cancel a round whose proposal the committee neither applied nor failed within the
+     * attestation period (anyone). Nothing is applied and no bond is forfeited.
+     * @param roundId the proposed round
+     */
+    function expireProposal(uint256 roundId) external {
+        Round storage r = _rounds[roundId];
+        if (r.phase != Phase.Proposed) revert NotProposed(roundId);
+        uint256 expiresAt = uint256(_proposals[roundId].proposedAt) + _params.attestationPeriod;
+        if (block.timestamp <= expiresAt) revert ProposalNotExpired(expiresAt);
+        r.phase = Phase.Cancelled;
+        emit ProposalExpiredCancelled(roundId);
+        emit RoundCancelled(roundId, msg.sender);
     }
 
     /**
      * @notice Cancel the open round: the aggregator at any time, anyone once the
-     * grace period after the deadline is over and no outcome was recorded (so a dead
-     * aggregator cannot lock stakes). Nobody is paid or slashed; the model stays where it was.
+     * grace period after the deadline is over. Only while no outcome is proposed (so a dead
+     * aggregator cannot lock stakes, and nobody can race a pending verdict). Nobody is paid or
+     * slashed; the model stays where it was.
      * @param roundId the open round
      */
     function cancelRound(uint256 roundId) external {
@@ -458,6 +625,33 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         }
         r.phase = Phase.Cancelled;
         emit RoundCancelled(roundId, msg.sender);
+    }
+
+    /// @notice Add to the caller's aggregator bond (aggregators; needed to propose when k > 0).
+    function postBond() external payable onlyRole(AGGREGATOR_ROLE) {
+        if (msg.value == 0) revert ZeroValue();
+        uint256 bond = bondOf[msg.sender] + msg.value;
+        bondOf[msg.sender] = bond;
+        totalBonded += msg.value;
+        emit BondPosted(msg.sender, msg.value, bond);
+    }
+
+    /**
+     * @notice Withdraw (part of) the caller's bond, never while one of its proposals awaits the
+     * committee.
+     * @param amount wei to withdraw
+     */
+    function withdrawBond(uint256 amount) external nonReentrant {
+        uint256 cur = currentRound;
+        if (cur != 0 && _rounds[cur].phase == Phase.Proposed && _proposals[cur].proposer == msg.sender) {
+            revert ProposalPending(cur);
+        }
+        uint256 bond = bondOf[msg.sender];
+        if (amount == 0 || amount > bond) revert NothingOwed(msg.sender);
+        bondOf[msg.sender] = bond - amount;
+        totalBonded -= amount;
+        emit BondWithdrawn(msg.sender, amount);
+        payable(msg.sender).sendValue(amount);
     }
 
     // --------------------------------------------------------------- rewards
@@ -531,6 +725,9 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
      */
     function grantRole(bytes32 role, address account) public override {
         _requireNoOpenRound();
+        if (role == AGGREGATOR_ROLE && _verifierKey[account] != bytes32(0)) {
+            revert InvalidParams("the aggregator cannot be a verifier");
+        }
         super.grantRole(role, account);
     }
 
@@ -582,10 +779,69 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         return Math.mulDiv(r.reward, u.samples, r.acceptedWeight);
     }
 
-    /// @notice Whether the round may be finalized now.
-    function canFinalize(uint256 roundId) external view returns (bool) {
+    /// @notice Whether the aggregator may propose the round's outcome now.
+    function canPropose(uint256 roundId) external view returns (bool) {
         Round storage r = _rounds[roundId];
         return r.phase == Phase.Open && (block.timestamp > r.deadline || _allIn(r));
+    }
+
+    /// @notice The committee: verifier addresses, their X25519 keys, and the threshold m.
+    function committee() external view returns (Committee memory c) {
+        uint256 k = _verifiers.length;
+        c.verifiers = _verifiers;
+        c.keys = new bytes32[](k);
+        for (uint256 i = 0; i < k; ++i) {
+            c.keys[i] = _verifierKey[_verifiers[i]];
+        }
+        c.threshold = _threshold;
+    }
+
+    /// @notice True when the job has no committee: the aggregator's proposals apply at once.
+    function trustedAggregator() external view returns (bool) {
+        return _verifiers.length == 0;
+    }
+
+    /// @notice A round's proposal: digest, model, proposer, time, votes and verdict lists.
+    function getProposal(uint256 roundId)
+        external
+        view
+        returns (
+            bytes32 digest,
+            bytes32 modelHash,
+            address proposer,
+            uint64 proposedAt,
+            uint64 proposedBlock,
+            uint32 attestations,
+            uint32 disputes,
+            address[] memory rejected,
+            uint8[] memory reasons,
+            address[] memory excluded
+        )
+    {
+        Proposal storage p = _proposals[roundId];
+        return (
+            p.digest,
+            p.modelHash,
+            p.proposer,
+            p.proposedAt,
+            p.proposedBlock,
+            p.attestations,
+            p.disputes,
+            p.rejected,
+            p.reasons,
+            p.excluded
+        );
+    }
+
+    /**
+     * @notice The digest a verifier attests: keccak of the ABI encoding of the chain id, this
+     * contract, the round and the outcome's model hash, verdicts and evidence hash (not the
+     * locators, which are only hints).
+     */
+    function outcomeDigest(uint256 roundId, Outcome calldata o) public view returns (bytes32) {
+        return keccak256(
+            abi.encode(block.chainid, address(this), roundId, o.modelHash, o.rejected, o.reasons, o.excluded, o.evidenceHash)
+        );
     }
 
     /// @dev The effective cap on updates per round.
@@ -593,9 +849,132 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         return maxUpdates == 0 ? MAX_UPDATES_PER_ROUND : maxUpdates;
     }
 
+    /// @dev Reverts while the current round is open or its proposal awaits the committee.
     function _requireNoOpenRound() private view {
         uint256 cur = currentRound;
-        if (cur != 0 && _rounds[cur].phase == Phase.Open) revert RoundStillOpen(cur);
+        if (cur == 0) return;
+        Phase ph = _rounds[cur].phase;
+        if (ph == Phase.Open || ph == Phase.Proposed) revert RoundStillOpen(cur);
+    }
+
+    /// @dev Checks a verifier's vote (once, in time) on a proposed round and records it.
+    function _vote(uint256 roundId, uint8 kind) private returns (Round storage r, Proposal storage p) {
+        if (_verifierKey[msg.sender] == bytes32(0)) revert NotVerifier(msg.sender);
+        r = _rounds[roundId];
+        if (r.phase != Phase.Proposed) revert NotProposed(roundId);
+        p = _proposals[roundId];
+        uint256 expiresAt = uint256(p.proposedAt) + _params.attestationPeriod;
+        if (block.timestamp > expiresAt) revert ProposalExpired(expiresAt);
+        if (voteOf[roundId][msg.sender] != 0) revert AlreadyVoted(roundId, msg.sender);
+        voteOf[roundId][msg.sender] = kind;
+    }
+
+    /// @dev A proposal's verdicts: strictly ascending, disjoint lists of submitted updates; a model
+    /// exactly when the accepted updates reach the quorum.
+    function _checkVerdicts(uint256 roundId, Round storage r, Outcome calldata o) private view {
+        uint256 nr = o.rejected.length;
+        uint256 ne = o.excluded.length;
+        if (o.reasons.length != nr) revert ReasonsMismatch(nr, o.reasons.length);
+        address prev;
+        for (uint256 i = 0; i < nr; ++i) {
+            address a = o.rejected[i];
+            if (i != 0 && a <= prev) revert VerdictsNotSorted(a);
+            if (_updates[roundId][a].status != UpdateStatus.Submitted) revert InvalidVerdict(a);
+            if (o.reasons[i] == 0) revert ZeroReason(a);
+            prev = a;
+        }
+        uint256 j = 0;
+        for (uint256 i = 0; i < ne; ++i) {
+            address a = o.excluded[i];
+            if (i != 0 && a <= prev) revert VerdictsNotSorted(a);
+            if (_updates[roundId][a].status != UpdateStatus.Submitted) revert InvalidVerdict(a);
+            while (j < nr && o.rejected[j] < a) ++j;
+            if (j < nr && o.rejected[j] == a) revert InvalidVerdict(a); // both rejected and excluded
+            prev = a;
+        }
+        // Each verdict names a distinct submitted update, so this cannot underflow.
+        uint256 accepted = r.submissions - nr - ne;
+        if (accepted < _params.quorum) {
+            if (o.modelHash != bytes32(0)) revert ModelBelowQuorum(accepted, _params.quorum);
+        } else if (o.modelHash == bytes32(0)) {
+            revert ZeroModelHash();
+        }
+    }
+
+    /// @dev Applies a trusted proposal's verdicts from calldata.
+    function _applyVerdicts(
+        uint256 roundId,
+        Round storage r,
+        bytes32 modelHash,
+        address[] calldata rejected,
+        uint8[] calldata reasons,
+        address[] calldata excluded
+    ) private {
+        uint256 removed;
+        uint256 slashed;
+        for (uint256 i = 0; i < rejected.length; ++i) {
+            (uint256 w, uint256 amount) = _rejectOne(roundId, rejected[i], reasons[i]);
+            removed += w;
+            slashed += amount;
+        }
+        for (uint256 i = 0; i < excluded.length; ++i) {
+            removed += _excludeOne(roundId, excluded[i]);
+        }
+        _close(roundId, r, modelHash, rejected.length, excluded.length, removed, slashed);
+    }
+
+    /// @dev Applies an attested proposal's verdicts, kept in storage since the proposal.
+    function _applyVerdicts(
+        uint256 roundId,
+        Round storage r,
+        bytes32 modelHash,
+        address[] storage rejected,
+        uint8[] storage reasons,
+        address[] storage excluded
+    ) private {
+        uint256 removed;
+        uint256 slashed;
+        uint256 nr = rejected.length;
+        uint256 ne = excluded.length;
+        for (uint256 i = 0; i < nr; ++i) {
+            (uint256 w, uint256 amount) = _rejectOne(roundId, rejected[i], reasons[i]);
+            removed += w;
+            slashed += amount;
+        }
+        for (uint256 i = 0; i < ne; ++i) {
+            removed += _excludeOne(roundId, excluded[i]);
+        }
+        _close(roundId, r, modelHash, nr, ne, removed, slashed);
+    }
+
+    /// @dev The end of applying an outcome: slashes to the treasury, then Final (model, reward)
+    /// or, below the quorum, Failed.
+    function _close(
+        uint256 roundId,
+        Round storage r,
+        bytes32 modelHash,
+        uint256 nr,
+        uint256 ne,
+        uint256 removedWeight,
+        uint256 slashed
+    ) private {
+        uint256 accepted = r.submissions - nr - ne;
+        r.rejected = uint32(nr);
+        r.excluded = uint32(ne);
+        totalStaked -= slashed;
+        _toTreasury(slashed);
+        if (accepted < _params.quorum) {
+            r.phase = Phase.Failed;
+            emit RoundFailed(roundId, accepted, nr, ne);
+            return;
+        }
+        uint256 weight = r.submittedWeight - removedWeight;
+        r.modelHash = modelHash;
+        r.acceptedWeight = weight;
+        r.reward = _allocate();
+        r.phase = Phase.Finalized;
+        latestModelHash = modelHash;
+        emit RoundFinalized(roundId, modelHash, accepted, weight, r.reward);
     }
 
     /// @dev Allocates this round's reward from the pool (funding only: slashes never reach it).
@@ -606,50 +985,36 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         totalAllocated += reward;
     }
 
-    /// @dev Moves slashed stake out of the stakes: to the treasury, or burned without one.
-    function _toTreasury(uint256 slashed) private {
-        if (slashed == 0) return;
-        totalStaked -= slashed;
-        if (_params.treasury == address(0)) totalBurned += slashed;
-        else treasuryOwed += slashed;
+    /// @dev Credits slashed stake or a forfeited bond to the treasury, or burns it without one.
+    function _toTreasury(uint256 amount) private {
+        if (amount == 0) return;
+        if (_params.treasury == address(0)) totalBurned += amount;
+        else treasuryOwed += amount;
     }
 
-    /// @dev Marks each rejected update and slashes its client; returns their weight and the total slashed.
-    function _reject(uint256 roundId, address[] calldata rejected)
-        private
-        returns (uint256 weight, uint256 slashed)
-    {
-        uint256 bps = _params.slashBps;
+    /// @dev Marks one rejected update and slashes its client; returns its weight and the slash.
+    function _rejectOne(uint256 roundId, address a, uint8 reason) private returns (uint256 weight, uint256 amount) {
+        Update storage u = _updates[roundId][a];
+        u.status = UpdateStatus.Rejected;
+        weight = u.samples;
+        Client storage c = _clients[a];
+        uint256 before = c.stake;
+        amount = Math.mulDiv(before, _params.slashBps, BPS);
+        c.stake = before - amount;
+        // A client slashed below the minimum can no longer submit: it stops counting as eligible.
         uint256 minStake = _params.minStake;
-        for (uint256 i = 0; i < rejected.length; ++i) {
-            address a = rejected[i];
-            Update storage u = _updates[roundId][a];
-            if (u.status != UpdateStatus.Submitted) revert InvalidVerdict(a);
-            u.status = UpdateStatus.Rejected;
-            weight += u.samples;
-            Client storage c = _clients[a];
-            uint256 before = c.stake;
-            uint256 amount = Math.mulDiv(before, bps, BPS);
-            c.stake = before - amount;
-            slashed += amount;
-            // A client slashed below the minimum can no longer submit: it stops counting as eligible.
-            if (c.status == ClientStatus.Active && before >= minStake && before - amount < minStake) {
-                eligibleClients -= 1;
-            }
-            emit UpdateRejected(roundId, a, amount);
+        if (c.status == ClientStatus.Active && before >= minStake && before - amount < minStake) {
+            eligibleClients -= 1;
         }
+        emit UpdateRejected(roundId, a, amount, reason);
     }
 
-    /// @dev Marks each excluded update; returns their weight.
-    function _exclude(uint256 roundId, address[] calldata excluded) private returns (uint256 weight) {
-        for (uint256 i = 0; i < excluded.length; ++i) {
-            address a = excluded[i];
-            Update storage u = _updates[roundId][a];
-            if (u.status != UpdateStatus.Submitted) revert InvalidVerdict(a);
-            u.status = UpdateStatus.Excluded;
-            weight += u.samples;
-            emit UpdateExcluded(roundId, a);
-        }
+    /// @dev Marks one excluded update; returns its weight.
+    function _excludeOne(uint256 roundId, address a) private returns (uint256 weight) {
+        Update storage u = _updates[roundId][a];
+        u.status = UpdateStatus.Excluded;
+        weight = u.samples;
+        emit UpdateExcluded(roundId, a);
     }
 
     /// @dev Every client that could submit when the round started (and still can) has submitted,

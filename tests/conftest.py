@@ -14,6 +14,18 @@ MAX_SAMPLES = 10_000
 # Receives slashed stake in the tests: an address nobody controls, so its balance only grows.
 TREASURY = "0x7eA5000000000000000000000000000000007eA5"
 ADMIN_DELAY = 3600  # seconds before a nominated admin can accept the role
+ATTESTATION = 600  # seconds the committee has to attest a proposal
+BOND = ETHER  # the aggregator's bond (needed to propose when there is a committee)
+
+
+def committee(verifiers=(), threshold=None, keys=None) -> dict:
+    """The Committee constructor argument; no verifiers = trusted-aggregator mode."""
+    from eth_utils import keccak
+
+    addrs = [getattr(v, "address", v) for v in verifiers]
+    return dict(verifiers=addrs,
+                keys=list(keys) if keys is not None else [keccak(text=f"verifier-key-{a}") for a in addrs],
+                threshold=(len(addrs) if threshold is None else threshold))
 
 
 def default_params(**overrides) -> dict:
@@ -34,6 +46,8 @@ def default_params(**overrides) -> dict:
         aggregatorKey=b"\x33" * 32,
         treasury=TREASURY,
         permissioned=False,
+        attestationPeriod=ATTESTATION,
+        aggregatorBond=BOND,
     )
     params.update(overrides)
     return params
@@ -68,8 +82,9 @@ def stranger(accounts):
 def deploy(project, admin, aggregator):
     """Deploys a job; keyword arguments override the default parameters."""
 
-    def _deploy(admin_delay=ADMIN_DELAY, **overrides):
-        return admin.deploy(project.FederatedLearning, default_params(**overrides), admin, aggregator, admin_delay)
+    def _deploy(admin_delay=ADMIN_DELAY, verifiers=(), threshold=None, **overrides):
+        return admin.deploy(project.FederatedLearning, default_params(**overrides), committee(verifiers, threshold),
+                            admin, aggregator, admin_delay)
 
     return _deploy
 

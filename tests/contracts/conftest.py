@@ -132,10 +132,12 @@ def finalize(fl, aggregator, chain):
     def _finalize(rejected=(), excluded=(), round_id=None, model=None, locator="", wait=True):
         rid = fl.currentRound() if round_id is None else round_id
         deadline = fl.getRound(rid).deadline
-        if wait and chain.blocks.head.timestamp <= deadline and not fl.canFinalize(rid):
+        if wait and chain.blocks.head.timestamp <= deadline and not fl.canPropose(rid):
             chain.pending_timestamp = deadline + 1
         model = keccak(text=f"model-{rid}") if model is None else model
-        return fl.finalizeRound(rid, model, list(rejected), list(excluded), locator, sender=aggregator)
+        from .fl_helpers import propose
+
+        return propose(fl, rid, model, rejected, excluded, locator, sender=aggregator)
 
     return _finalize
 

@@ -30,9 +30,10 @@ class ClientStatus(IntEnum):
 class Phase(IntEnum):
     NONE = 0
     OPEN = 1
-    FINALIZED = 2
-    FAILED = 3
-    CANCELLED = 4
+    PROPOSED = 2
+    FINALIZED = 3
+    FAILED = 4
+    CANCELLED = 5
 
 
 class UpdateStatus(IntEnum):
@@ -98,4 +99,31 @@ def event_args(receipt, name: str) -> list[dict]:
 def accounted(fl) -> int:
     """Every wei the contract owes someone: it never holds less (it may hold more: forced ether)."""
     return (fl.totalStaked() + fl.totalOwed() + fl.totalAllocated() + fl.rewardPool() + fl.treasuryOwed()
-            + fl.totalBurned())
+            + fl.totalBurned() + fl.totalBonded())
+
+
+REASON_INVALID = 6  # non_finite in ml/evidence.py; any non-zero code will do for the contract
+
+
+def address_of(who) -> str:
+    return str(getattr(who, "address", who))
+
+
+def ascending(addresses) -> list[str]:
+    """Addresses as the contract wants verdict lists: strictly ascending as numbers."""
+    return sorted((address_of(a) for a in addresses), key=lambda a: int(a, 16))
+
+
+def outcome(model=None, rejected=(), excluded=(), *, reasons=None, evidence=b"\x00" * 32, evidence_locator="",
+            locator="", sort=True) -> dict:
+    """An Outcome tuple for proposeRound; lists sorted unless sort=False (to test the check)."""
+    rej = ascending(rejected) if sort else [address_of(a) for a in rejected]
+    exc = ascending(excluded) if sort else [address_of(a) for a in excluded]
+    return dict(modelHash=ZERO32 if model is None else model, rejected=rej,
+                reasons=list(reasons) if reasons is not None else [REASON_INVALID] * len(rej), excluded=exc,
+                evidenceHash=evidence, evidenceLocator=evidence_locator, modelLocator=locator)
+
+
+def propose(fl, round_id, model, rejected=(), excluded=(), locator="", *, sender, **kw):
+    """proposeRound with a plain argument list (in trusted mode it applies at once, like finalizing)."""
+    return fl.proposeRound(round_id, outcome(model, rejected, excluded, locator=locator, **kw), sender=sender)

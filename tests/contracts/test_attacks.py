@@ -10,6 +10,7 @@ import pytest
 
 from ..conftest import TREASURY
 from .fl_helpers import (
+    propose,
     AGGREGATOR_ROLE,
     DEFAULT_ADMIN_ROLE,
     REGISTRAR_ROLE,
@@ -48,7 +49,7 @@ def test_h1_aggregator_gains_nothing_from_slashing_honest_clients(fl, clients, r
     start_round()
     for c in (h1, h2, mine):
         submit(c, samples=100)
-    fl.finalizeRound(1, MODEL, [h1, h2], [], "", sender=aggregator)
+    propose(fl, 1, MODEL, [h1, h2], [], "", sender=aggregator)
 
     # The slashes went to the treasury, not to the pool or the round.
     assert fl.treasuryOwed() == 100_000_000_000_000_000  # 2 x 0.05 ETH
@@ -66,7 +67,7 @@ def test_h1_unfunded_pool_pays_nothing_for_slashes(fl, clients, register, start_
     start_round()
     submit(h1, samples=100)
     submit(mine, samples=100)
-    fl.finalizeRound(1, MODEL, [h1], [], "", sender=aggregator)
+    propose(fl, 1, MODEL, [h1], [], "", sender=aggregator)
     assert fl.getRound(1).reward == 0
     assert fl.claimable(1, mine) == 0
     assert fl.treasuryOwed() == 50_000_000_000_000_000
@@ -87,9 +88,9 @@ def test_m1_bad_update_is_slashed_when_the_round_misses_the_quorum(deploy, clien
     fl.startRound(sender=aggregator)
     fl.submitUpdate(1, commitment(1, honest), 100, "", sender=honest)
     fl.submitUpdate(1, commitment(1, nan), 100, "", sender=nan)
-    tx = fl.finalizeRound(1, ZERO32, [nan], [], "", sender=aggregator)
+    tx = propose(fl, 1, ZERO32, [nan], [], "", sender=aggregator)
 
-    assert event_args(tx, "UpdateRejected") == [dict(roundId=1, client=nan.address, slashed=HALF_STAKE)]
+    assert event_args(tx, "UpdateRejected") == [dict(roundId=1, client=nan.address, slashed=HALF_STAKE, reason=6)]
     assert event_args(tx, "RoundFailed") == [dict(roundId=1, accepted=1, rejected=1, excluded=0)]
     r = fl.getRound(1)
     assert r.phase == Phase.FAILED and r.reward == 0 and r.modelHash == ZERO32
@@ -111,8 +112,8 @@ def test_m1_quorum_one_every_update_invalid_or_excluded(fl, clients, register, s
     for x in (a, b, c):
         submit(x)
     with ape.reverts(fl.ModelBelowQuorum, accepted=0, quorum=1):  # no model without the quorum
-        fl.finalizeRound(1, MODEL, [a, b], [c], "", sender=aggregator)
-    fl.finalizeRound(1, ZERO32, [a, b], [c], "", sender=aggregator)
+        propose(fl, 1, MODEL, [a, b], [c], "", sender=aggregator)
+    propose(fl, 1, ZERO32, [a, b], [c], "", sender=aggregator)
     assert fl.getRound(1).phase == Phase.FAILED
     assert [fl.getClient(x).stake for x in (a, b, c)] == [HALF_STAKE, HALF_STAKE, STAKE]
     assert fl.treasuryOwed() == 100_000_000_000_000_000
@@ -134,7 +135,7 @@ def test_m2_copied_commitment_blocks_nobody_and_slashes_the_copier(fl, clients, 
     fl.submitUpdate(1, pending, 100, "store://victim", sender=copier)  # front-run
     fl.submitUpdate(1, pending, 100, "store://victim", sender=victim)  # still goes through
     # The aggregator cannot open the copy as the copier's (tests/e2e/test_attacks.py runs this off chain).
-    fl.finalizeRound(1, MODEL, [copier], [], "", sender=aggregator)
+    propose(fl, 1, MODEL, [copier], [], "", sender=aggregator)
     assert fl.getUpdate(1, victim).status == UpdateStatus.SUBMITTED
     assert fl.getClient(copier).stake == HALF_STAKE
     assert fl.commitmentUsed(victim, pending) and fl.commitmentUsed(copier, pending)
@@ -227,7 +228,7 @@ def test_l1_a_named_client_cannot_cancel_before_the_verdict(fl, clients, registe
     set_time(chain, deadline + grace)  # the last second of the grace period
     with ape.reverts(fl.GracePeriodNotOver, cancelTime=deadline + grace):
         fl.cancelRound(1, sender=bad)
-    fl.finalizeRound(1, MODEL, [bad], [], "", sender=aggregator)
+    propose(fl, 1, MODEL, [bad], [], "", sender=aggregator)
     with ape.reverts(fl.RoundNotOpen, roundId=1):  # an outcome is recorded: nobody cancels it
         fl.cancelRound(1, sender=bad)
     assert fl.getClient(bad).stake == HALF_STAKE
@@ -273,7 +274,7 @@ def test_l3_verdict_gas_is_linear_and_bounded(fl, clients, register, start_round
         start_round()
         for c in clients[:n]:
             submit(c, salt=n)
-        tx = fl.finalizeRound(fl.currentRound(), ZERO32, clients[:n], [], "", sender=aggregator)
+        tx = propose(fl, fl.currentRound(), ZERO32, clients[:n], [], "", sender=aggregator)
         gas[n] = tx.gas_used
         for c in clients[:n]:  # back to the minimum stake for the next list
             fl.topUp(sender=c, value=STAKE - fl.getClient(c).stake)
@@ -292,15 +293,15 @@ def test_l4_client_slashed_below_minimum_does_not_block_early_finalize(fl, clien
     start_round()
     for c in (a, b, slashed):
         submit(c)
-    fl.finalizeRound(1, MODEL, [slashed], [], "", sender=aggregator)
+    propose(fl, 1, MODEL, [slashed], [], "", sender=aggregator)
     assert fl.getClient(slashed).stake < fl.params().minStake  # active, but cannot submit
     assert fl.eligibleClients() == 2
     start_round()
     submit(a, round_id=2)
-    assert not fl.canFinalize(2)
+    assert not fl.canPropose(2)
     submit(b, round_id=2)
-    assert fl.canFinalize(2)  # used to wait for the slashed client forever (until the deadline)
-    fl.finalizeRound(2, model_hash(2), [], [], "", sender=aggregator)
+    assert fl.canPropose(2)  # used to wait for the slashed client forever (until the deadline)
+    propose(fl, 2, model_hash(2), [], [], "", sender=aggregator)
 
 
 def test_l4_fresh_registration_does_not_block_early_finalize(fl, clients, register, start_round, submit,
@@ -310,11 +311,11 @@ def test_l4_fresh_registration_does_not_block_early_finalize(fl, clients, regist
     start_round()
     submit(a)
     submit(b)
-    assert fl.canFinalize(1)
+    assert fl.canPropose(1)
     register(late)  # front-runs the early finalize
-    assert fl.canFinalize(1)
+    assert fl.canPropose(1)
     submit(late)  # it may still take part, but it never counted
-    fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+    propose(fl, 1, MODEL, [], [], "", sender=aggregator)
     assert fl.getClient(late).countedFrom == 2
     start_round()  # from the next round on it counts
     assert fl.getRound(2).eligible == 3
@@ -326,12 +327,12 @@ def test_l4_top_up_counts_from_the_next_round(fl, params, clients, register, sta
     start_round()
     submit(a)
     submit(b)
-    fl.finalizeRound(1, MODEL, [b], [], "", sender=aggregator)
+    propose(fl, 1, MODEL, [b], [], "", sender=aggregator)
     start_round()
     fl.topUp(sender=b, value=HALF_STAKE)  # back at the minimum, mid-round
     assert fl.eligibleClients() == 2 and fl.getRound(2).eligible == 1
     submit(a, round_id=2)
-    assert fl.canFinalize(2)
+    assert fl.canPropose(2)
     submit(b, round_id=2)
     r = fl.getRound(2)
     assert (r.submissions, r.eligibleSubmitted) == (2, 1)
@@ -342,9 +343,9 @@ def test_l4_an_eligible_client_still_counts(fl, clients, register, start_round, 
     register(a, b)
     start_round()
     submit(a)
-    assert not fl.canFinalize(1)
+    assert not fl.canPropose(1)
     with ape.reverts(fl.DeadlineNotReached):
-        fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+        propose(fl, 1, MODEL, [], [], "", sender=aggregator)
 
 
 # ------------------------------------------------------------------------- I-1
@@ -360,7 +361,7 @@ def test_i1_forced_ether_breaks_no_accounting(fl, project, admin, clients, regis
     assert fl.balance == accounted(fl) + 1
     start_round()
     submit(clients[0])
-    fl.finalizeRound(1, ZERO32, [clients[0]], [], "", sender=aggregator)
+    propose(fl, 1, ZERO32, [clients[0]], [], "", sender=aggregator)
     assert fl.balance >= accounted(fl)
     t = fl.requestExit(sender=clients[0]).timestamp
     set_time(chain, t + fl.params().unbondingPeriod)

@@ -1,7 +1,7 @@
 """cancelRound: the aggregator at any time, anyone after deadline + grace period."""
 import ape
 import pytest
-from .fl_helpers import Phase, UpdateStatus, commitment, key, set_time
+from .fl_helpers import Phase, UpdateStatus, commitment, key, set_time, propose
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_after_cancel(fl, params, open_round, aggregator, start_round):
     a, b = open_round
     fl.cancelRound(1, sender=aggregator)
     with ape.reverts(fl.RoundNotOpen, roundId=1):
-        fl.finalizeRound(1, b"\x01" * 32, [], [], "", sender=aggregator)
+        propose(fl, 1, b"\x01" * 32, [], [], "", sender=aggregator)
     with ape.reverts(fl.RoundNotFinalized, roundId=1):
         fl.claimReward(1, sender=a)
     assert start_round() == 2

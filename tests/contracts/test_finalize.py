@@ -2,6 +2,8 @@
 import ape
 import pytest
 from .fl_helpers import (
+    ascending,
+    propose,
     AGGREGATOR_ROLE,
     BPS,
     accounted,
@@ -29,11 +31,11 @@ def test_finalize_deadline_boundary(fl, clients, register, start_round, submit, 
     submit(a)  # b is active and has not submitted: no early finalization
     deadline = fl.getRound(1).deadline
     set_time(chain, deadline)
-    assert not fl.canFinalize(1)
+    assert not fl.canPropose(1)
     with ape.reverts(fl.DeadlineNotReached, deadline=deadline):
-        fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+        propose(fl, 1, MODEL, [], [], "", sender=aggregator)
     set_time(chain, deadline + 1)
-    tx = fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+    tx = propose(fl, 1, MODEL, [], [], "", sender=aggregator)
     assert tx.timestamp == deadline + 1
     assert fl.getRound(1).phase == Phase.FINALIZED
 
@@ -44,12 +46,12 @@ def test_finalize_early_when_all_active_submitted(fl, clients, register, start_r
     start_round()
     submit(a)
     submit(b)
-    assert not fl.canFinalize(1)
+    assert not fl.canPropose(1)
     with ape.reverts(fl.DeadlineNotReached):
-        fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+        propose(fl, 1, MODEL, [], [], "", sender=aggregator)
     submit(c)
-    assert fl.canFinalize(1)
-    tx = fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+    assert fl.canPropose(1)
+    tx = propose(fl, 1, MODEL, [], [], "", sender=aggregator)
     assert tx.timestamp <= fl.getRound(1).deadline
 
 
@@ -59,21 +61,21 @@ def test_finalize_early_when_cap_reached(deploy, clients, aggregator):
         fl.register(key(0), sender=c, value=fl.params().minStake)
     fl.startRound(sender=aggregator)
     fl.submitUpdate(1, commitment(1, 0), 5, "", sender=clients[0])
-    assert not fl.canFinalize(1)
+    assert not fl.canPropose(1)
     fl.submitUpdate(1, commitment(1, 1), 5, "", sender=clients[1])
-    assert fl.canFinalize(1)  # the third client can no longer submit anyway
-    fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+    assert fl.canPropose(1)  # the third client can no longer submit anyway
+    propose(fl, 1, MODEL, [], [], "", sender=aggregator)
 
 
 def test_no_early_finalize_without_submissions(fl, aggregator, start_round, chain):
     start_round()  # nobody registered: zero active clients, zero submissions
-    assert not fl.canFinalize(1)
+    assert not fl.canPropose(1)
     with ape.reverts(fl.DeadlineNotReached):
-        fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+        propose(fl, 1, MODEL, [], [], "", sender=aggregator)
     set_time(chain, fl.getRound(1).deadline + 1)
     with ape.reverts(fl.ModelBelowQuorum, accepted=0, quorum=1):
-        fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
-    tx = fl.finalizeRound(1, ZERO32, [], [], "", sender=aggregator)  # no model: the round fails
+        propose(fl, 1, MODEL, [], [], "", sender=aggregator)
+    tx = propose(fl, 1, ZERO32, [], [], "", sender=aggregator)  # no model: the round fails
     assert event_args(tx, "RoundFailed") == [dict(roundId=1, accepted=0, rejected=0, excluded=0)]
     assert fl.getRound(1).phase == Phase.FAILED
 
@@ -88,12 +90,12 @@ def test_no_early_finalize_when_a_submitter_exits(fl, clients, register, start_r
     submit(a)
     fl.requestExit(sender=a)  # activeClients 3 -> 2, submissions stays 1
     submit(b)  # submissions 2 == activeClients 2, yet c has not submitted
-    assert not fl.canFinalize(1)
+    assert not fl.canPropose(1)
     with ape.reverts(fl.DeadlineNotReached):
-        fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+        propose(fl, 1, MODEL, [], [], "", sender=aggregator)
     submit(c)
-    assert fl.canFinalize(1)
-    fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+    assert fl.canPropose(1)
+    propose(fl, 1, MODEL, [], [], "", sender=aggregator)
 
 
 def test_early_finalize_when_every_submitter_exited(fl, clients, register, start_round, submit, aggregator):
@@ -102,8 +104,8 @@ def test_early_finalize_when_every_submitter_exited(fl, clients, register, start
     start_round()
     submit(a)
     fl.requestExit(sender=a)  # no active client left, one submission in
-    assert fl.canFinalize(1)
-    fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+    assert fl.canPropose(1)
+    propose(fl, 1, MODEL, [], [], "", sender=aggregator)
 
 
 @pytest.mark.parametrize("who", ["admin", "stranger", "client"])
@@ -113,26 +115,26 @@ def test_finalize_requires_aggregator(fl, clients, register, start_round, submit
     submit(clients[0])
     account = {"admin": admin, "stranger": stranger, "client": clients[0]}[who]
     with ape.reverts(fl.AccessControlUnauthorizedAccount, account=account, neededRole=AGGREGATOR_ROLE):
-        fl.finalizeRound(1, MODEL, [], [], "", sender=account)
+        propose(fl, 1, MODEL, [], [], "", sender=account)
 
 
 def test_finalize_round_not_open(fl, clients, register, start_round, submit, finalize, aggregator):
     with ape.reverts(fl.RoundNotOpen, roundId=0):
-        fl.finalizeRound(0, MODEL, [], [], "", sender=aggregator)
+        propose(fl, 0, MODEL, [], [], "", sender=aggregator)
     with ape.reverts(fl.RoundNotOpen, roundId=1):
-        fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+        propose(fl, 1, MODEL, [], [], "", sender=aggregator)
     register(clients[0])
     start_round()
     submit(clients[0])
     finalize()
     with ape.reverts(fl.RoundNotOpen, roundId=1):  # already finalized
-        fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+        propose(fl, 1, MODEL, [], [], "", sender=aggregator)
     start_round()
     fl.cancelRound(2, sender=aggregator)
     with ape.reverts(fl.RoundNotOpen, roundId=2):  # cancelled
-        fl.finalizeRound(2, MODEL, [], [], "", sender=aggregator)
+        propose(fl, 2, MODEL, [], [], "", sender=aggregator)
     with ape.reverts(fl.RoundNotOpen, roundId=3):  # never started
-        fl.finalizeRound(3, MODEL, [], [], "", sender=aggregator)
+        propose(fl, 3, MODEL, [], [], "", sender=aggregator)
 
 
 def test_finalize_zero_model_hash(fl, clients, register, start_round, submit, finalize):
@@ -153,7 +155,9 @@ def test_finalize_all_accepted(fl, params, clients, register, start_round, submi
     for i, c in enumerate(clients[:3]):
         submit(c, samples=100 * (i + 1))
     tx = finalize(model=MODEL, locator="ipfs://global-1")
-    assert tx.events == [fl.RoundFinalized(1, MODEL, 3, 600, params.rewardPerRound, "ipfs://global-1")]
+    assert event_args(tx, "RoundFinalized") == [dict(roundId=1, modelHash=MODEL, accepted=3, acceptedWeight=600,
+                                                     reward=params.rewardPerRound)]
+    assert event_args(tx, "RoundProposed")[0]["modelLocator"] == "ipfs://global-1"
     r = fl.getRound(1)
     assert r.phase == Phase.FINALIZED
     assert r.modelHash == MODEL
@@ -165,7 +169,7 @@ def test_finalize_all_accepted(fl, params, clients, register, start_round, submi
     assert fl.rewardPool() == 4 * params.rewardPerRound
     for c in clients[:3]:
         assert fl.getUpdate(1, c).status == UpdateStatus.SUBMITTED  # accepted = still Submitted
-    assert not fl.canFinalize(1)
+    assert not fl.canPropose(1)
 
 
 def test_rejected_slashed_excluded_untouched(fl, params, clients, register, start_round, submit, finalize, fund):
@@ -182,10 +186,10 @@ def test_rejected_slashed_excluded_untouched(fl, params, clients, register, star
 
     slash_b = mul_div(params.minStake, params.slashBps, BPS)
     slash_e = mul_div(3 * params.minStake + 1, params.slashBps, BPS)
-    assert event_args(tx, "UpdateRejected") == [
-        dict(roundId=1, client=b.address, slashed=slash_b),
-        dict(roundId=1, client=e.address, slashed=slash_e),
-    ]
+    assert sorted(event_args(tx, "UpdateRejected"), key=lambda d: d["client"]) == sorted([
+        dict(roundId=1, client=b.address, slashed=slash_b, reason=6),
+        dict(roundId=1, client=e.address, slashed=slash_e, reason=6),
+    ], key=lambda d: d["client"])
     assert event_args(tx, "UpdateExcluded") == [dict(roundId=1, client=d.address)]
     pool = params.rewardPerRound // 2  # slashes never reach the pool
     reward = min(params.rewardPerRound, pool)
@@ -198,7 +202,6 @@ def test_rejected_slashed_excluded_untouched(fl, params, clients, register, star
             accepted=2,
             acceptedWeight=accepted_weight,
             reward=reward,
-            locator="",
         )
     ]
     assert fl.getClient(b).stake == params.minStake - slash_b
@@ -234,9 +237,9 @@ def test_slash_fraction(deploy, clients, aggregator, chain, slash_bps):
     fl.startRound(sender=aggregator)
     fl.submitUpdate(1, commitment(1, 0), 5, "", sender=a)
     fl.submitUpdate(1, commitment(1, 1), 5, "", sender=b)
-    tx = fl.finalizeRound(1, MODEL, [b], [], "", sender=aggregator)
+    tx = propose(fl, 1, MODEL, [b], [], "", sender=aggregator)
     slashed = stake * slash_bps // BPS
-    assert event_args(tx, "UpdateRejected") == [dict(roundId=1, client=b.address, slashed=slashed)]
+    assert event_args(tx, "UpdateRejected") == [dict(roundId=1, client=b.address, slashed=slashed, reason=6)]
     assert slashed <= stake
     assert fl.getClient(b).stake == stake - slashed
     # the slash goes to the treasury; the unfunded pool gives this round no reward
@@ -253,7 +256,7 @@ def test_slash_whole_stake_then_withdraw_nothing(deploy, clients, aggregator, ch
     fl.startRound(sender=aggregator)
     fl.submitUpdate(1, commitment(1, 0), 5, "", sender=a)
     fl.submitUpdate(1, commitment(1, 1), 5, "", sender=b)
-    fl.finalizeRound(1, MODEL, [b], [], "", sender=aggregator)
+    propose(fl, 1, MODEL, [b], [], "", sender=aggregator)
     assert fl.getClient(b).stake == 0
     t = fl.requestExit(sender=b).timestamp
     set_time(chain, t + fl.params().unbondingPeriod)
@@ -300,7 +303,7 @@ def test_reward_per_round_zero(deploy, clients, aggregator, funder):
     fl.register(key(0), sender=clients[0], value=fl.params().minStake)
     fl.startRound(sender=aggregator)
     fl.submitUpdate(1, commitment(1, 0), 5, "", sender=clients[0])
-    fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator)
+    propose(fl, 1, MODEL, [], [], "", sender=aggregator)
     assert fl.getRound(1).reward == 0
     assert fl.rewardPool() == 10**18
     fl.claimReward(1, sender=clients[0])
@@ -320,17 +323,17 @@ def test_quorum(deploy, clients, aggregator, chain):
     for i, x in enumerate((a, b, c, d)):
         fl.submitUpdate(1, commitment(1, i), 10, "", sender=x)
     with ape.reverts(fl.ModelBelowQuorum, accepted=1, quorum=2):
-        fl.finalizeRound(1, MODEL, [a, b], [c], "", sender=aggregator)
+        propose(fl, 1, MODEL, [a, b], [c], "", sender=aggregator)
     with ape.reverts(fl.ModelBelowQuorum, accepted=1, quorum=2):
-        fl.finalizeRound(1, MODEL, [], [a, b, c], "", sender=aggregator)
+        propose(fl, 1, MODEL, [], [a, b, c], "", sender=aggregator)
     with ape.reverts(fl.ModelBelowQuorum, accepted=0, quorum=2):
-        fl.finalizeRound(1, MODEL, [a, b, c, d], [], "", sender=aggregator)
+        propose(fl, 1, MODEL, [a, b, c, d], [], "", sender=aggregator)
     with ape.reverts(fl.ZeroModelHash):  # at the quorum a model is required
-        fl.finalizeRound(1, ZERO32, [a], [b], "", sender=aggregator)
+        propose(fl, 1, ZERO32, [a], [b], "", sender=aggregator)
     # a refused finalize changes nothing
     assert fl.getUpdate(1, a).status == UpdateStatus.SUBMITTED
     assert fl.getClient(a).stake == fl.params().minStake
-    tx = fl.finalizeRound(1, MODEL, [a], [b], "", sender=aggregator)
+    tx = propose(fl, 1, MODEL, [a], [b], "", sender=aggregator)
     assert event_args(tx, "RoundFinalized")[0]["accepted"] == 2
 
 
@@ -344,7 +347,7 @@ def test_quorum_not_reached_after_deadline(deploy, clients, aggregator, chain):
     fl.startRound(sender=aggregator)
     fl.submitUpdate(1, commitment(1, 0), 10, "", sender=a)
     set_time(chain, fl.getRound(1).deadline + 1)
-    tx = fl.finalizeRound(1, ZERO32, [], [], "", sender=aggregator)
+    tx = propose(fl, 1, ZERO32, [], [], "", sender=aggregator)
     assert event_args(tx, "RoundFailed") == [dict(roundId=1, accepted=1, rejected=0, excluded=0)]
     r = fl.getRound(1)
     assert r.phase == Phase.FAILED and r.reward == 0 and r.modelHash == ZERO32
@@ -380,12 +383,24 @@ def test_invalid_verdict_non_submitter(fl, three_submitted, stranger, finalize):
         finalize(rejected=["0x0000000000000000000000000000000000000000"])
 
 
-def test_invalid_verdict_duplicates(fl, three_submitted, finalize):
+def test_invalid_verdict_duplicates(fl, three_submitted, aggregator):
+    """Verdict lists are strictly ascending, so a duplicate (or any disorder) is refused."""
     a, b, c, _ = three_submitted
-    with ape.reverts(fl.InvalidVerdict, client=a):
-        finalize(rejected=[a, b, a])
-    with ape.reverts(fl.InvalidVerdict, client=b):
-        finalize(excluded=[b, b])
+    lo, hi = ascending([a, b])
+    with ape.reverts(fl.VerdictsNotSorted, client=lo):
+        propose(fl, 1, MODEL, [lo, hi, lo], sender=aggregator, sort=False)
+    with ape.reverts(fl.VerdictsNotSorted, client=hi):
+        propose(fl, 1, MODEL, [hi, lo], sender=aggregator, sort=False)
+    with ape.reverts(fl.VerdictsNotSorted, client=b.address):
+        propose(fl, 1, MODEL, [], [b, b], sender=aggregator, sort=False)
+    with ape.reverts(fl.ReasonsMismatch, rejected=1, reasons=0):
+        propose(fl, 1, MODEL, [a], sender=aggregator, reasons=[])
+    with ape.reverts(fl.ZeroReason, client=a.address):
+        propose(fl, 1, MODEL, [a], sender=aggregator, reasons=[0])
+
+
+def test_invalid_verdict_rejected_and_excluded(fl, three_submitted, finalize):
+    a, b, c, _ = three_submitted
     with ape.reverts(fl.InvalidVerdict, client=c):  # both rejected and excluded
         finalize(rejected=[c], excluded=[c])
     # nothing stuck: a valid verdict still goes through
@@ -420,7 +435,7 @@ def test_finalize_gas_independent_of_client_count(deploy, accounts, aggregator, 
         fl.startRound(sender=aggregator)
         for i in range(n):
             fl.submitUpdate(1, bytes([i + 1]) * 32, 10, "", sender=accounts[3 + i])
-        gas.append(fl.finalizeRound(1, MODEL, [], [], "", sender=aggregator).gas_used)
+        gas.append(propose(fl, 1, MODEL, [], [], "", sender=aggregator).gas_used)
     assert gas[0] == gas[1], gas
 
 
@@ -436,6 +451,6 @@ def test_finalize_gas_linear_in_rejected(deploy, accounts, aggregator, funder):
         for i in range(k + 1):
             fl.submitUpdate(1, bytes([i + 1]) * 32, 10, "", sender=accounts[3 + i])
         rejected = [accounts[3 + i] for i in range(1, k + 1)]
-        costs.append(fl.finalizeRound(1, MODEL, rejected, [], "", sender=aggregator).gas_used)
+        costs.append(propose(fl, 1, MODEL, rejected, [], "", sender=aggregator).gas_used)
     # equal up to calldata (zero bytes in the addresses cost 4 gas instead of 16)
     assert abs((costs[1] - costs[0]) - (costs[2] - costs[1])) <= 2 * 20 * 12, costs

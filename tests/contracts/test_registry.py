@@ -2,6 +2,7 @@
 import ape
 import pytest
 from .fl_helpers import (
+    propose,
     AGGREGATOR_ROLE,
     BPS,
     DEFAULT_ADMIN_ROLE,
@@ -35,7 +36,7 @@ def test_constructor_state(fl, make_params, admin, aggregator, stranger):
     assert fl.totalStaked() == fl.totalOwed() == fl.totalAllocated() == fl.rewardPool() == 0
     assert fl.balance == 0
     assert fl.getRound(0).phase == 0
-    assert fl.canFinalize(0) is False
+    assert fl.canPropose(0) is False
 
 
 @pytest.mark.parametrize("which", ["admin", "aggregator", "both"])
@@ -45,7 +46,7 @@ def test_constructor_zero_address(project, make_params, admin, aggregator, which
     # OpenZeppelin's AccessControlDefaultAdminRules checks the admin first, in its constructor.
     error = "AccessControlInvalidDefaultAdmin" if a == ZERO_ADDRESS else "ZeroAddress"
     with ape.reverts(getattr(project.FederatedLearning, error)):
-        admin.deploy(project.FederatedLearning, make_params(), a, g, 3600)
+        admin.deploy(project.FederatedLearning, make_params(), dict(verifiers=[], keys=[], threshold=0), a, g, 3600)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Rewards: fundRewards, claimReward (mulDiv shares, dust), withdrawRewards (pull payment)."""
 import ape
 import pytest
-from .fl_helpers import ZERO_ADDRESS, UpdateStatus, accounted, event_args, fees, mul_div
+from .fl_helpers import ZERO_ADDRESS, UpdateStatus, accounted, event_args, fees, mul_div, propose
 from ..conftest import TREASURY
 
 
@@ -90,7 +90,7 @@ def test_no_dust_when_exact(deploy, clients, aggregator, funder):
     fl.startRound(sender=aggregator)
     for i, (c, n) in enumerate(zip(clients[:3], (1, 2, 4))):
         fl.submitUpdate(1, bytes([i + 1]) * 32, n, "", sender=c)
-    fl.finalizeRound(1, b"\x09" * 32, [], [], "", sender=aggregator)
+    propose(fl, 1, b"\x09" * 32, [], [], "", sender=aggregator)
     for c, amount in zip(clients[:3], (100, 200, 400)):
         tx = fl.claimReward(1, sender=c)
         assert event_args(tx, "RewardClaimed")[0]["amount"] == amount
@@ -194,7 +194,7 @@ def test_slashed_stake_is_burned_without_treasury(deploy, params, clients, aggre
     fl.startRound(sender=aggregator)
     fl.submitUpdate(1, commitment(1, 0), 10, "", sender=a)
     fl.submitUpdate(1, commitment(1, 1), 10, "", sender=b)
-    fl.finalizeRound(1, b"\x44" * 32, [b], [], "", sender=aggregator)
+    propose(fl, 1, b"\x44" * 32, [b], [], "", sender=aggregator)
     slashed = mul_div(params.minStake, params.slashBps, 10_000)
     assert fl.totalBurned() == slashed
     assert fl.treasuryOwed() == 0 and fl.rewardPool() == 0
