@@ -25,9 +25,10 @@ DEFAULT_ADMIN_DELAY = 86_400
 class Phase(enum.IntEnum):
     NONE = 0
     OPEN = 1
-    FINALIZED = 2
-    FAILED = 3  # closed below the quorum: rejections slashed, no model, no reward
-    CANCELLED = 4
+    PROPOSED = 2  # an outcome awaits the verifier committee
+    FINALIZED = 3
+    FAILED = 4  # below the quorum (rejections slashed, no model, no reward), or the proposal was disputed
+    CANCELLED = 5
 
 
 class UpdateStatus(enum.IntEnum):
@@ -70,6 +71,18 @@ ERROR_HINTS: dict[str, str] = {
     "NotPermissioned": "this job is open: anyone with the stake may register, there is nobody to admit",
     "ModelBelowQuorum": "a round below the quorum records no model: finalize it with a zero model hash",
     "NoTreasury": "this job burns slashed stake (no treasury), there is nothing to send",
+    "NotVerifier": "the account is not one of the job's verifiers (fixed at deployment)",
+    "AlreadyVoted": "this verifier already attested or disputed this round's proposal (once each)",
+    "DigestMismatch": "the verifier re-computed another outcome: dispute the proposal instead of attesting",
+    "DisputeMatchesProposal": "the verifier's digest equals the proposal's: attest instead of disputing",
+    "NotProposed": "that round has no proposal awaiting the committee (not proposed yet, or already closed)",
+    "ProposalExpired": "the attestation period is over: anyone may now expireProposal the round",
+    "ProposalNotExpired": "the committee still has time to attest; expire the proposal after expiresAt",
+    "BondTooLow": "the aggregator must bond the job's aggregatorBond before proposing (postBond)",
+    "ProposalPending": "a proposal of this aggregator awaits the committee; withdraw the bond after it closes",
+    "VerdictsNotSorted": "rejected and excluded lists must be strictly ascending by address (no duplicates)",
+    "ReasonsMismatch": "give one reason code per rejected client",
+    "ZeroReason": "every rejected client needs a non-zero reason code",
     "ZeroSamples": "an update must be trained on at least one sample",
     "TooManySamples": "the sample count is above the job's cap per update",
     "RoundFull": "the round reached its cap on updates; wait for the next round",
@@ -137,6 +150,8 @@ class JobParams:
     aggregatorKey: bytes
     treasury: str = "0x0000000000000000000000000000000000000000"  # receives slashed stake; zero burns it
     permissioned: bool = False  # clients need a registrar's admission and submit at most their allowance
+    attestationPeriod: int = 600  # seconds the committee has to attest a proposal
+    aggregatorBond: int = 0  # wei the aggregator must bond to propose (with a committee)
 
     @property
     def norm_bound(self) -> float | None:
@@ -172,6 +187,7 @@ class RoundInfo:
     claims: int
     eligible: int
     eligible_submitted: int
+    start_block: int
     phase: Phase
     submitted_weight: int
     accepted_weight: int
@@ -181,6 +197,84 @@ class RoundInfo:
     @property
     def accepted(self) -> int:
         return self.submissions - self.rejected - self.excluded
+
+
+@dataclass(frozen=True)
+class Committee:
+    """The k verifiers (with their X25519 keys) and the threshold m; k = 0 is trusted-aggregator mode."""
+
+    verifiers: tuple[str, ...] = ()
+    keys: tuple[bytes, ...] = ()
+    threshold: int = 0
+
+    @property
+    def trusted(self) -> bool:
+        return not self.verifiers
+
+    @property
+    def disputes_to_fail(self) -> int:
+        return len(self.verifiers) - self.threshold + 1
+
+    def to_struct(self) -> dict[str, Any]:
+        return dict(verifiers=list(self.verifiers), keys=[to_bytes32(k) for k in self.keys], threshold=self.threshold)
+
+
+def _address_key(address: str) -> int:
+    return int(address, 16)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the aggregator proposes and the verifiers attest; lists kept as the contract wants them."""
+
+    model_hash: bytes  # ZERO32 below the quorum
+    rejected: tuple[str, ...] = ()
+    reasons: tuple[int, ...] = ()
+    excluded: tuple[str, ...] = ()
+    evidence_hash: bytes = ZERO32
+    evidence_locator: str = ""
+    model_locator: str = ""
+
+    @classmethod
+    def of(cls, model_hash: bytes | None, rejected: dict[str, int], excluded: Sequence[str],
+           evidence_hash: bytes = ZERO32, evidence_locator: str = "", model_locator: str = "") -> "Outcome":
+        """Canonical form: verdict lists ascending by address (the order the contract checks)."""
+        from eth_utils import to_checksum_address
+
+        rej = sorted((to_checksum_address(a) for a in rejected), key=_address_key)
+        codes = {to_checksum_address(a): int(c) for a, c in rejected.items()}
+        return cls(model_hash or ZERO32, tuple(rej), tuple(codes[a] for a in rej),
+                   tuple(sorted((to_checksum_address(a) for a in excluded), key=_address_key)),
+                   evidence_hash, evidence_locator, model_locator)
+
+    def to_struct(self) -> dict[str, Any]:
+        return dict(modelHash=to_bytes32(self.model_hash), rejected=list(self.rejected), reasons=list(self.reasons),
+                    excluded=list(self.excluded), evidenceHash=to_bytes32(self.evidence_hash),
+                    evidenceLocator=self.evidence_locator, modelLocator=self.model_locator)
+
+    def digest(self, chain_id: int, contract: str, round_id: int) -> bytes:
+        """keccak(abi.encode(chainid, contract, round, model, rejected, reasons, excluded, evidence)), as on chain."""
+        from eth_abi import encode
+        from eth_utils import keccak
+
+        return keccak(encode(
+            ["uint256", "address", "uint256", "bytes32", "address[]", "uint8[]", "address[]", "bytes32"],
+            [int(chain_id), contract, int(round_id), to_bytes32(self.model_hash), list(self.rejected),
+             list(self.reasons), list(self.excluded), to_bytes32(self.evidence_hash)]))
+
+
+@dataclass(frozen=True)
+class ProposalInfo:
+    digest: bytes
+    model_hash: bytes
+    proposer: str
+    proposed_at: int
+    proposed_block: int
+    attestations: int
+    disputes: int
+    rejected: tuple[str, ...]
+    reasons: tuple[int, ...]
+    excluded: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -358,17 +452,19 @@ class FLContract:
         self.deploy_block = deploy_block
         self.meter = meter or GasMeter()
         self._params: JobParams | None = None
+        self._committee: Committee | None = None
 
     # ------------------------------------------------------------ creation
     @classmethod
     def deploy(cls, deployer: Any, params: JobParams, admin: str, aggregator: str, meter: GasMeter | None = None,
-               admin_delay: int = DEFAULT_ADMIN_DELAY) -> "FLContract":
+               admin_delay: int = DEFAULT_ADMIN_DELAY, committee: Committee | None = None) -> "FLContract":
         from ape import project
         from ape.exceptions import ContractLogicError
 
         t0 = time.perf_counter()
         try:
-            instance = deployer.deploy(project.FederatedLearning, asdict(params), admin, aggregator, int(admin_delay))
+            instance = deployer.deploy(project.FederatedLearning, asdict(params), (committee or Committee()).to_struct(),
+                                       admin, aggregator, int(admin_delay))
         except ContractLogicError as exc:
             raise _decode_error("deploy FederatedLearning", exc, project.FederatedLearning.contract_type) from None
         receipt = instance.creation_metadata.receipt
@@ -416,6 +512,7 @@ class FLContract:
             claims=int(r.claims),
             eligible=int(r.eligible),
             eligible_submitted=int(r.eligibleSubmitted),
+            start_block=int(r.startBlock),
             phase=Phase(int(r.phase)),
             submitted_weight=int(r.submittedWeight),
             accepted_weight=int(r.acceptedWeight),
@@ -448,8 +545,33 @@ class FLContract:
     def total_burned(self) -> int:
         return int(self.contract.totalBurned())
 
-    def can_finalize(self, round_id: int) -> bool:
-        return bool(self.contract.canFinalize(round_id))
+    def can_propose(self, round_id: int) -> bool:
+        return bool(self.contract.canPropose(round_id))
+
+    def committee(self) -> Committee:
+        """The verifier committee (fixed at deployment, so cached)."""
+        if self._committee is None:
+            c = self.contract.committee()
+            self._committee = Committee(tuple(str(v) for v in c.verifiers), tuple(bytes(k) for k in c.keys),
+                                        int(c.threshold))
+        return self._committee
+
+    def proposal(self, round_id: int) -> ProposalInfo:
+        p = self.contract.getProposal(round_id)
+        return ProposalInfo(bytes(p.digest), bytes(p.modelHash), str(p.proposer), int(p.proposedAt),
+                            int(p.proposedBlock), int(p.attestations), int(p.disputes),
+                            tuple(str(a) for a in p.rejected), tuple(int(x) for x in p.reasons),
+                            tuple(str(a) for a in p.excluded))
+
+    def vote_of(self, round_id: int, verifier: str) -> int:
+        """0 none, 1 attested, 2 disputed."""
+        return int(self.contract.voteOf(round_id, verifier))
+
+    def bond_of(self, aggregator: str) -> int:
+        return int(self.contract.bondOf(aggregator))
+
+    def outcome_digest(self, round_id: int, outcome: Outcome) -> bytes:
+        return bytes(self.contract.outcomeDigest(round_id, outcome.to_struct()))
 
     def claimable(self, round_id: int, client: str) -> int:
         return int(self.contract.claimable(round_id, client))
@@ -469,7 +591,7 @@ class FLContract:
         """UpdateSubmitted events of a round, in the order they were mined."""
         from ape import chain
 
-        start = self.deploy_block if from_block is None else from_block
+        start = self.round(round_id).start_block if from_block is None else from_block
         logs = self.contract.UpdateSubmitted.range(start, chain.blocks.height + 1, search_topics={"roundId": round_id})
         return [
             Submission(int(log.roundId), str(log.client), bytes(log.commitment), int(log.samples), str(log.locator),
@@ -477,13 +599,19 @@ class FLContract:
             for log in logs
         ]
 
-    def model_locator(self, round_id: int) -> str | None:
-        """The locator published with RoundFinalized for a round (None if not finalized)."""
-        from ape import chain
+    def proposal_event(self, round_id: int) -> Any | None:
+        """The round's RoundProposed event (its locators), read from the proposal's block only."""
+        p = self.proposal(round_id)
+        if not p.proposed_block:
+            return None
+        logs = list(self.contract.RoundProposed.range(p.proposed_block, p.proposed_block + 1,
+                                                      search_topics={"roundId": round_id}))
+        return logs[-1] if logs else None
 
-        logs = list(self.contract.RoundFinalized.range(self.deploy_block, chain.blocks.height + 1,
-                                                       search_topics={"roundId": round_id}))
-        return str(logs[-1].locator) if logs else None
+    def model_locator(self, round_id: int) -> str | None:
+        """The model locator proposed for a round (None if never proposed)."""
+        ev = self.proposal_event(round_id)
+        return str(ev.modelLocator) if ev is not None else None
 
     def events(self, name: str, **topics: Any) -> list[Any]:
         from ape import chain
@@ -556,10 +684,23 @@ class FLContract:
     def submit(self, sender: Any, round_id: int, commitment: bytes, samples: int, locator: str) -> Any:
         return self._send("submitUpdate", sender, round_id, to_bytes32(commitment), int(samples), locator)
 
-    def finalize(self, sender: Any, round_id: int, model_hash: bytes, rejected: Sequence[str],
-                 excluded: Sequence[str], locator: str) -> Any:
-        return self._send("finalizeRound", sender, round_id, to_bytes32(model_hash), list(rejected),
-                          list(excluded), locator)
+    def propose(self, sender: Any, round_id: int, outcome: Outcome) -> Any:
+        return self._send("proposeRound", sender, round_id, outcome.to_struct())
+
+    def attest(self, sender: Any, round_id: int, digest: bytes) -> Any:
+        return self._send("attest", sender, round_id, to_bytes32(digest))
+
+    def dispute(self, sender: Any, round_id: int, digest: bytes) -> Any:
+        return self._send("dispute", sender, round_id, to_bytes32(digest))
+
+    def expire(self, sender: Any, round_id: int) -> Any:
+        return self._send("expireProposal", sender, round_id)
+
+    def post_bond(self, sender: Any, amount: int) -> Any:
+        return self._send("postBond", sender, value=amount)
+
+    def withdraw_bond(self, sender: Any, amount: int) -> Any:
+        return self._send("withdrawBond", sender, int(amount))
 
     def cancel(self, sender: Any, round_id: int) -> Any:
         return self._send("cancelRound", sender, round_id)
