@@ -18,6 +18,8 @@ from . import codec
 from .aggregation import AggregateResult, ClientUpdate, aggregate, check_norm
 from .chain import FLContract, RoundInfo
 from .models import ModelSpec, tensor_names
+from .chain import ZERO32, Outcome
+from .evidence import NO_KEY_REASONS, Evidence, RejectionEvidence, content_key_for_evidence, reason_code
 from .sealing import SealContext, SealError, open_sealed
 from .store import (
     BlobIntegrityError,
@@ -37,6 +39,12 @@ class Rejection:
     client: str
     reason: str  # missing_blob, commitment_mismatch, cannot_open, decode, shape, non_finite, norm, ...
     detail: str
+    content_key: bytes | None = field(default=None, repr=False)  # disclosed as evidence (content reasons)
+
+    def evidence(self) -> RejectionEvidence:
+        """This rejection as the public evidence records it."""
+        key = None if self.reason in NO_KEY_REASONS else self.content_key
+        return RejectionEvidence.create(self.client, self.reason, key, self.detail)
 
 
 @dataclass
@@ -151,6 +159,7 @@ def collect_updates(
     timings: Timings | None = None,
     fetch_budget: float | None = None,
     health_timeout: float = HEALTH_TIMEOUT,
+    recipients: list[bytes] | None = None,
 ) -> tuple[list[ClientUpdate], list[Rejection], int]:
     """Fetches, checks, opens and validates every update submitted in the round.
 
@@ -163,6 +172,8 @@ def collect_updates(
     timings = timings or Timings()
     with timings.measure("chain"):
         subs = fl.submissions(round_id)
+        if recipients is None:
+            recipients = round_recipients(fl)
         total = fetch_budget if fetch_budget is not None else round_fetch_budget(fl.params().gracePeriod)
     spent = 0.0  # seconds spent fetching (and checking the store): opening and decoding do not count
     valid: list[ClientUpdate] = []
@@ -188,22 +199,54 @@ def collect_updates(
                 spent += time.monotonic() - t0
             ctx = SealContext(chain_id=chain_id, contract=fl.address, round_id=round_id, client=client)
             try:
-                plain = open_sealed(blob, private_key, ctx)
+                plain = open_sealed(blob, private_key, ctx, recipients=recipients)
             except SealError as exc:
-                rejected.append(Rejection(client, "cannot_open", str(exc)))
+                rejected.append(Rejection(client, "cannot_open", str(exc),
+                                          content_key_for_evidence(blob, private_key, ctx)))
                 continue
             try:
                 weights = codec.decode(plain, spec)
                 codec.validate(weights, spec)
             except codec.InvalidUpdateError as exc:
-                rejected.append(Rejection(client, exc.reason, str(exc)))
+                rejected.append(Rejection(client, exc.reason, str(exc), content_key_for_evidence(blob, private_key, ctx)))
                 continue
         if norm_bound is not None and not check_norm(weights, base, norm_bound):
-            rejected.append(Rejection(client, "norm", f"L2 norm of the update exceeds the published bound {norm_bound}"))
+            rejected.append(Rejection(client, "norm", f"L2 norm of the update exceeds the published bound {norm_bound}",
+                                      content_key_for_evidence(blob, private_key, ctx)))
             continue
         valid.append(ClientUpdate(key=client.lower(), weights=weights, num_samples=sub.samples))
     valid.sort(key=lambda u: u.key)  # the strategies sort too; this keeps logs and reports tidy
     return valid, rejected, len(subs)
+
+
+def round_recipients(fl: FLContract) -> list[bytes]:
+    """Who every update must be sealed to: the aggregator, then each verifier, in the contract's order.
+
+    A blob that leaves one out is ``cannot_open``: a client must not be able to hide its
+    update from the committee that checks the aggregator.
+    """
+    return [fl.params().aggregatorKey, *fl.committee().keys]
+
+
+def evidence_of(comp: "RoundComputation") -> Evidence | None:
+    """The round's public evidence: one record per rejection (None when nobody is rejected)."""
+    if not comp.rejected:
+        return None
+    return Evidence(comp.round_id, tuple(r.evidence() for r in comp.rejected))
+
+
+def outcome_of(comp: "RoundComputation", quorum: int, *, evidence_locator: str = "",
+               model_locator: str = "") -> Outcome:
+    """The outcome the aggregator proposes and every verifier re-derives from the same computation.
+
+    Below the quorum there is no model (zero hash); the evidence hash is zero iff nobody is rejected.
+    """
+    evidence = evidence_of(comp)
+    model = comp.model_hash if comp.result is not None and len(comp.accepted) >= quorum else None
+    return Outcome.of(
+        model or ZERO32, {r.client: reason_code(r.reason) for r in comp.rejected}, comp.excluded,
+        evidence.hash() if evidence is not None else ZERO32, evidence_locator, model_locator if model else "",
+    )
 
 
 def effective_strategy(strategy: str, params: dict[str, Any] | None, n: int) -> tuple[str, dict[str, Any]]:

@@ -173,7 +173,7 @@ def verify_round(
 
     # -- the global model blob
     model_blob, why = (None, "") if failed else _fetch(store, info.model_hash,
-                                                        str(ev.locator) if ev is not None else None)
+                                                        fl.model_locator(round_id))
     if failed:
         rep.add("global model blob", None, "a failed round records no model")
     elif model_blob is None:

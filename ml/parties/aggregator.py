@@ -10,7 +10,7 @@ import numpy as np
 
 from ..chain import ZERO32, ChainError, FLContract, Phase, is_dev_chain
 from ..models import ModelSpec
-from ..rounds import RoundOutcome, compute_round
+from ..rounds import RoundOutcome, compute_round, evidence_of, outcome_of
 from ..store import BlobStore
 from ..timing import Timings
 from ..training import evaluate
@@ -65,12 +65,15 @@ class Aggregator:
                 return current
             return self.fl.start_round(self.account)
 
-    def finalize(self, round_id: int) -> RoundOutcome:
-        """Computes the round and records it on chain.
+    def propose(self, round_id: int) -> RoundOutcome:
+        """Computes the round and proposes its outcome on chain (model, verdicts, evidence).
 
-        Verdicts never depend on the quorum: below it the round is closed as Failed with no
-        model, and its rejected updates are slashed all the same (a bad update cannot escape
-        its slash by making the round miss the quorum).
+        Verdicts never depend on the quorum: below it the outcome carries no model and the
+        round closes as Failed, its rejected updates slashed all the same (a bad update cannot
+        escape its slash by making the round miss the quorum). Each rejection's evidence (the
+        reason and, for a reason about the content, the update's content key) is published so
+        that anyone can re-check it. In trusted-aggregator mode (no committee) the proposal
+        applies at once; otherwise the round waits for the committee (status ``proposed``).
         """
         gas0 = self.fl.meter.total
         comp = compute_round(
@@ -80,33 +83,32 @@ class Aggregator:
         )
         with self.timings.measure("chain"):
             params = self.fl.params()
-        rejected = [r.client for r in comp.rejected]
         samples = {u.key: u.num_samples for u in comp.valid}
-        if comp.result is None or len(comp.accepted) < params.quorum:
-            with self.timings.measure("chain"):
-                self.fl.finalize(self.account, round_id, ZERO32, rejected, comp.excluded, "")
-            return RoundOutcome(
-                round_id, "failed", None, comp.accepted, comp.excluded, comp.rejected,
-                gas=self.fl.meter.total - gas0,
-                note=f"{len(comp.accepted)} valid update(s), quorum is {params.quorum}: no model, "
-                     f"{len(rejected)} rejection(s) slashed",
-                samples=samples,
-            )
+        below = comp.result is None or len(comp.accepted) < params.quorum
         loss = accuracy = float("nan")
-        if self.x_eval is not None and len(self.x_eval):  # an aggregator may run without an evaluation set
+        model_locator = evidence_locator = ""
+        with self.timings.measure("encode_seal_store"):
+            evidence = evidence_of(comp)
+            if evidence is not None:
+                evidence_locator = self.store.locator(self.store.put(evidence.encode()))
+            if not below:
+                model_locator = self.store.locator(self.store.put(comp.model_blob))
+        if not below and self.x_eval is not None and len(self.x_eval):  # evaluation set optional
             with self.timings.measure("evaluation"):
                 ev = evaluate(self.spec, comp.result.weights, self.x_eval, self.y_eval)
             loss, accuracy = float(ev.loss), float(ev.accuracy)
-        with self.timings.measure("encode_seal_store"):
-            model_hash = self.store.put(comp.model_blob)
-            locator = self.store.locator(model_hash)
+        outcome = outcome_of(comp, params.quorum, evidence_locator=evidence_locator, model_locator=model_locator)
         with self.timings.measure("chain"):
-            self.fl.finalize(self.account, round_id, model_hash, rejected, comp.excluded, locator)
-            reward = self.fl.round(round_id).reward
+            self.fl.propose(self.account, round_id, outcome)
+            info = self.fl.round(round_id)
+        status = {Phase.FINALIZED: "finalized", Phase.FAILED: "failed", Phase.PROPOSED: "proposed"}.get(
+            info.phase, info.phase.name.lower())
+        note = (f"{len(comp.accepted)} valid update(s), quorum is {params.quorum}: no model, "
+                f"{len(comp.rejected)} rejection(s) slashed") if below else ""
         return RoundOutcome(
-            round_id, "finalized", model_hash, comp.accepted, comp.excluded, comp.rejected,
-            loss=loss, accuracy=accuracy, gas=self.fl.meter.total - gas0, reward=reward,
-            samples=samples,
+            round_id, status, None if below else comp.model_hash, comp.accepted, comp.excluded, comp.rejected,
+            loss=loss, accuracy=accuracy, gas=self.fl.meter.total - gas0,
+            reward=info.reward if status == "finalized" else 0, note=note, samples=samples,
         )
 
 
@@ -173,10 +175,31 @@ class AggregatorParty:
         if not n:
             return False
         cur = fl.current_round()
-        return cur > n or (cur == n and fl.round(n).phase != Phase.OPEN)
+        return cur > n or (cur == n and fl.round(n).phase not in (Phase.OPEN, Phase.PROPOSED))
 
     def _wait(self, predicate: Callable[[], bool], timeout: float = math.inf) -> bool:
         return self.stop.wait_for(predicate, timeout, self.opts.poll, self.opts.max_poll)
+
+    def _await_committee(self, r: int) -> None:
+        """Waits until the committee applies or fails round r's proposal; expires it once its period is over."""
+        fl = self.job.fl
+        expires = fl.proposal(r).proposed_at + fl.params().attestationPeriod
+
+        def closed() -> bool:
+            if fl.round(r).phase != Phase.PROPOSED:
+                return True
+            if chain_now() > expires:
+                try:
+                    fl.expire(self.account, r)
+                    self.log(f"round {r}: the committee did not decide within the attestation period; "
+                             "expired the proposal (round cancelled, nothing applied)")
+                except ChainError as exc:
+                    if exc.error_name not in ("NotProposed", "ProposalNotExpired"):
+                        raise
+                return fl.round(r).phase != Phase.PROPOSED
+            return False
+
+        self._wait(closed)
 
     def run(self) -> str:
         """Runs rounds until --rounds are closed or a stop request; returns why it stopped."""
@@ -201,6 +224,10 @@ class AggregatorParty:
         cur = fl.current_round()
         started: float | None = None
         gas0 = fl.meter.total  # this round's gas: startRound (unless resumed) + finalizeRound
+        if cur and fl.round(cur).phase == Phase.PROPOSED:
+            self.log(f"round {cur} is proposed: waiting for the committee")
+            self._await_committee(cur)
+            return
         if cur and fl.round(cur).phase == Phase.OPEN:
             r = cur
             self.log(f"round {r} is open: resuming it")
@@ -229,14 +256,14 @@ class AggregatorParty:
             if n != seen[0]:
                 seen[0] = n
                 self.log(f"round {r}: {n}/{fl.active_clients()} update(s) in")
-            if fl.can_finalize(r) or chain_now() > info.deadline:
+            if fl.can_propose(r) or chain_now() > info.deadline:
                 return True
             return self.opts.advance_time and time.monotonic() - t0 >= self.opts.patience
 
         if not self._wait(ready):
             return  # stop requested while waiting: the round stays open for the next run
         waited = time.monotonic() - t0
-        if not fl.can_finalize(r) and chain_now() <= info.deadline:
+        if not fl.can_propose(r) and chain_now() <= info.deadline:
             advance_chain_past(info.deadline)
             self.log(f"round {r}: not every active client submitted within {self.opts.patience:g} s; "
                      "moved the dev chain's time past the deadline")
@@ -244,7 +271,7 @@ class AggregatorParty:
         self.job.prefetch_model(info.base_model_hash)  # with its locator: an IPFS store learns the CID
         for attempt in range(10):
             try:
-                outcome = self.agg.finalize(r)
+                outcome = self.agg.propose(r)
                 break
             except ChainError as exc:
                 if exc.error_name == "RoundNotOpen":
@@ -255,6 +282,15 @@ class AggregatorParty:
                 self.stop.sleep(1.0)  # the node's clock is a little behind ours
         else:  # pragma: no cover
             return
+        if outcome.status == "proposed":
+            self._await_committee(r)
+            info = fl.round(r)
+            outcome.status = {Phase.FINALIZED: "finalized", Phase.FAILED: "failed"}.get(info.phase,
+                                                                                        info.phase.name.lower())
+            if outcome.status == "finalized":
+                outcome.reward = info.reward
+            elif outcome.status == "failed" and info.model_hash == ZERO32 and outcome.model_hash is not None:
+                outcome.note = "the committee disputed the proposal: nothing applied, the bond forfeited"
         seconds = None if started is None else time.monotonic() - started
         gas = fl.meter.total - gas0 if gas0 is not None else outcome.gas
         rej = ", ".join(f"{short(x.client, 8)} ({x.reason})" for x in outcome.rejected) or "none"

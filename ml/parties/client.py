@@ -167,8 +167,9 @@ class Client:
         if self.attack == "garbage":
             return np.random.default_rng(self.seed + round_id).bytes(256)
         plain = codec.encode(weights, self.names)
-        recipient = self.fl.params(fresh=True).aggregatorKey  # the key may be rotated between rounds
-        return seal(plain, recipient, self.seal_context(round_id))
+        # The aggregator and every verifier must be able to open it (the key may be rotated between rounds).
+        recipients = [self.fl.params(fresh=True).aggregatorKey, *self.fl.committee().keys]
+        return seal(plain, recipients, self.seal_context(round_id))
 
     def _store(self, blob: bytes) -> tuple[bytes, str]:
         if self.attack == "badlocator":
@@ -282,7 +283,7 @@ class ClientParty:
         n = self.opts.rounds
         if not n or cur < n:
             return False
-        return cur > n or self.job.fl.round(n).phase != Phase.OPEN
+        return cur > n or self.job.fl.round(n).phase not in (Phase.OPEN, Phase.PROPOSED)
 
     def run(self) -> str:
         if not (self.opts.rounds and self._done(self.job.fl.current_round())):
@@ -371,7 +372,7 @@ class ClientParty:
         claimed = 0
         for r in sorted(self.submitted - self.settled):
             phase = fl.round(r).phase
-            if phase == Phase.OPEN:
+            if phase in (Phase.OPEN, Phase.PROPOSED):  # not decided yet
                 continue
             if phase == Phase.FINALIZED:
                 status = fl.update(r, self.address).status

@@ -17,6 +17,7 @@ from ..chain import (
     Deployment,
     FLContract,
     JobParams,
+    Phase,
     WEI,
     ZERO_ADDRESS,
     DEFAULT_ADMIN_DELAY,
@@ -213,12 +214,18 @@ class Job:
         return dict(self.deployment.extra.get("strategy_params", {}) or {})
 
     def model_locator(self, model_hash: bytes) -> str | None:
-        """Where a global model was published (RoundFinalized's locator, or the deployment's initial one)."""
-        if model_hash == self.fl.params().initialModelHash:
+        """Where a global model was published (its proposal's locator, or the deployment's initial one).
+
+        Walks the rounds back from the newest and reads one block per candidate (the proposal's),
+        so the cost does not grow with the job's age in blocks.
+        """
+        fl = self.fl
+        if model_hash == fl.params().initialModelHash:
             return self.deployment.extra.get("initial_model_locator")
-        for ev in reversed(self.fl.events("RoundFinalized")):
-            if bytes(ev.modelHash) == model_hash:
-                return str(ev.locator)
+        for r in range(fl.current_round(), 0, -1):
+            info = fl.round(r)
+            if info.phase == Phase.FINALIZED and info.model_hash == model_hash:
+                return fl.model_locator(r)
         return None
 
     def prefetch_model(self, model_hash: bytes) -> bytes:

@@ -366,10 +366,10 @@ class Federation:
             raise SimulatedCrash(f"simulated crash after the submissions of round {round_id}")
         progress.update(task, description=f"round {round_id}/{cfg.rounds}: verifying + aggregating")
         info = fl.round(round_id)
-        if not fl.can_finalize(round_id):
+        if not fl.can_propose(round_id):
             # Someone chosen did not submit: on a dev chain, move time past the deadline.
             advance_time_past(info.deadline)
-        outcome = aggregator.finalize(round_id)
+        outcome = aggregator.propose(round_id)
         progress.advance(task)
         progress.update(task, description=f"round {round_id}/{cfg.rounds}: {outcome.status}"
                         + (f" acc {outcome.accuracy:.3f}" if outcome.status == "finalized" else ""))

@@ -106,10 +106,10 @@ def test_m3_hostile_and_unserved_locators_are_missing_blob_and_the_round_finaliz
     hung = b"an update nobody serves"
     kubo.hang_cids.add(raw_cid(hung))
     fl.submit(unserved, r, keccak(hung), 60, f"ipfs://{raw_cid(hung)}")
-    assert fl.can_finalize(r)
+    assert fl.can_propose(r)
 
     t0 = time.monotonic()
-    outcome = job.aggregator.finalize(r)
+    outcome = job.aggregator.propose(r)
     elapsed = time.monotonic() - t0
 
     assert outcome.status == "finalized" and fl.round(r).phase == Phase.FINALIZED
@@ -142,7 +142,7 @@ def test_m3_own_store_down_stops_in_one_line_slashes_nobody_and_the_round_can_re
     kubo.add_error = "mkdir /data/ipfs/blocks/CIQ: no space left on device"
 
     with pytest.raises(StoreUnhealthyError) as info:
-        job.aggregator.finalize(r)
+        job.aggregator.propose(r)
     message = str(info.value)
     assert "\n" not in message
     assert "nobody slashed" in message and "no space left on device" in message and "Fix the store" in message
@@ -152,7 +152,7 @@ def test_m3_own_store_down_stops_in_one_line_slashes_nobody_and_the_round_can_re
 
     kubo.blocks = blocks  # the operator repairs the node; the aggregator runs again
     kubo.add_error = None
-    outcome = job.aggregator.finalize(r)
+    outcome = job.aggregator.propose(r)
     assert outcome.status == "finalized" and outcome.rejected == []
     assert sorted(outcome.accepted) == sorted(c.address for c in job.honest)
     assert _slashes(fl) == []
@@ -247,7 +247,7 @@ def test_m2_a_copied_commitment_is_rejected_as_the_copiers_and_the_victim_is_acc
     victim._submit(r, base, commitment, locator, 60)  # used to revert CommitmentAlreadyUsed
     client(2).participate(r)
     stake = fl.client(copier.address).stake
-    outcome = agg.finalize(r)
+    outcome = agg.propose(r)
     assert outcome.status == "finalized"
     assert {x.client: x.reason for x in outcome.rejected} == {copier.address: "cannot_open"}
     assert fl.update(r, victim.address).status == UpdateStatus.SUBMITTED
@@ -272,7 +272,7 @@ def test_m2_a_client_whose_commitment_was_used_reseals_and_resubmits(tmp_path, a
     assert commitment != mine.commitment
     assert fl.update(r, c.address).commitment == commitment
     client(1).participate(r)
-    outcome = agg.finalize(r)
+    outcome = agg.propose(r)
     assert c.address in outcome.accepted and not outcome.rejected
     assert fl.update(r, c.address).status == UpdateStatus.SUBMITTED
 

@@ -155,7 +155,7 @@ def test_parties_step_by_step_on_the_embedded_chain(tmp_path, accounts, chain):
     r2 = agg.agg.open_round()
     for c in clients:
         c._step()
-    assert fl.can_finalize(r2)  # everyone is in: no need to wait for the deadline
+    assert fl.can_propose(r2)  # everyone is in: no need to wait for the deadline
     agg._wait_and_finalize(r2, None)
     for c in clients:
         c._settle()
