@@ -10,10 +10,16 @@ bench/results by default). Measured from receipts (gas_used, which includes
 the 21000 base and calldata), one fresh deployment per scenario.
 
 - functions: every external function once (first and later calls where the
-  first one turns storage from zero to non-zero);
-- finalizeRound with 0, 10 and 50 rejected, 10 and 50 excluded: O(verdicts);
-- scaling: N clients register, all submit to one round, it is finalized and
-  claimed; register, submitUpdate, finalizeRound (no verdicts) and claimReward
+  first one turns storage from zero to non-zero), in trusted-aggregator mode
+  (no committee: proposeRound applies its outcome at once, like finalizing);
+- proposeRound (trusted) with 0, 10 and 50 rejected, 10 and 50 excluded: O(verdicts);
+- committee: k = 3 verifiers, threshold m = 2: postBond, proposeRound with 0 and
+  10 rejected (the lists are kept in storage for the attestation that applies
+  them), attest (the first, and the m-th that applies the outcome), dispute
+  (the k - m + 1-th fails the round and forfeits the bond), expireProposal,
+  withdrawBond;
+- scaling: N clients register, all submit to one round, it is proposed (trusted)
+  and claimed; register, submitUpdate, proposeRound (no verdicts) and claimReward
   must cost the same for N = 10, 100 and 1000 (the contract never loops over
   clients). The run fails (exit 1) if any of them grows.
 
@@ -50,7 +56,10 @@ PARAMS = dict(
     aggregatorKey=b"\x33" * 32,
     treasury="0x7eA5000000000000000000000000000000007eA5",  # slashes go here (a non-zero one: the costly path)
     permissioned=False,
+    attestationPeriod=600,
+    aggregatorBond=ETHER,
 )
+NO_COMMITTEE = dict(verifiers=[], keys=[], threshold=0)  # trusted-aggregator mode
 ADMIN_DELAY = 3600
 BLOCK_GAS_LIMIT = 30_000_000
 MAX_UPDATES_PER_ROUND = 1000  # the contract's bound
@@ -75,6 +84,19 @@ def _commitment(round_id: int, i: int) -> bytes:
     return _nonzero(round_id, 2) + _nonzero(i, 4) + b"\x07" * 26
 
 
+REASON = 6  # any non-zero reason code (ml/evidence.py)
+
+
+def _outcome(model: bytes, rejected=(), excluded=(), evidence: bytes = b"\x00" * 32, locator: str = "") -> dict:
+    """proposeRound's Outcome: verdict lists strictly ascending by address, one reason per rejection."""
+    def asc(xs):
+        return sorted((getattr(x, "address", x) for x in xs), key=lambda a: int(a, 16))
+
+    rej = asc(rejected)
+    return dict(modelHash=model, rejected=rej, reasons=[REASON] * len(rej), excluded=asc(excluded),
+                evidenceHash=evidence, evidenceLocator="", modelLocator=locator)
+
+
 class Bench:
     def __init__(self, ape, network_choice: str):
         self.ape = ape
@@ -95,9 +117,13 @@ class Bench:
         self.rows.append(dict(section=section, function=name, gas=gas, note=note))
         return gas
 
-    def deploy(self, **overrides):
+    def deploy(self, committee=None, **overrides):
         params = dict(PARAMS, **overrides)
-        return self.admin.deploy(self.project.FederatedLearning, params, self.admin, self.aggregator, ADMIN_DELAY)
+        return self.admin.deploy(self.project.FederatedLearning, params, committee or NO_COMMITTEE, self.admin,
+                                 self.aggregator, ADMIN_DELAY)
+
+    def propose(self, fl, rid, model, rejected=(), excluded=()):
+        return fl.proposeRound(rid, _outcome(model, rejected, excluded), sender=self.aggregator)
 
     def clients(self, n: int) -> list:
         """n funded client accounts (test accounts first, then extra ones)."""
@@ -105,12 +131,12 @@ class Bench:
             self.extra.append(self._new_client(len(self.extra)))
         return (self.base_clients + self.extra)[:n]
 
-    def _new_client(self, i: int):
+    def _new_client(self, i: int, label: str = "bench-client"):
         provider = self.chain.provider
         if provider.name == "foundry":
             from eth_utils import keccak, to_checksum_address
 
-            address = to_checksum_address(keccak(text=f"bench-client-{i}")[:20])
+            address = to_checksum_address(keccak(text=f"{label}-{i}")[:20])
             provider.set_balance(address, 10 * ETHER)
             return self.accounts.test_accounts.impersonate_account(address)  # unsigned eth_sendTransaction
         account = self.accounts.test_accounts.generate_test_account()
@@ -147,8 +173,7 @@ class Bench:
         self.record(
             s, "submitUpdate", fl.submitUpdate(1, _commitment(1, 2), 300, long_locator, sender=c), "66-byte locator"
         )
-        self.record(s, "finalizeRound", fl.finalizeRound(1, b"\x44" * 32, [], [], "", sender=self.aggregator),
-                    "all in, 0 rejected")
+        self.record(s, "proposeRound", self.propose(fl, 1, b"\x44" * 32), "trusted, all in, 0 rejected")
         self.record(s, "claimReward", fl.claimReward(1, sender=a), "first claim")
         self.record(s, "claimReward", fl.claimReward(1, sender=b), "middle claim")
         self.record(s, "claimReward", fl.claimReward(1, sender=c), "last claim (returns dust)")
@@ -163,8 +188,8 @@ class Bench:
         fl.startRound(sender=self.aggregator)
         fl.submitUpdate(3, _commitment(3, 0), 100, "", sender=a)
         self.past(fl.getRound(3).deadline)
-        self.record(s, "finalizeRound", fl.finalizeRound(3, b"\x00" * 32, [a.address], [], "",
-                                                         sender=self.aggregator), "below the quorum: Failed, 1 rejected")
+        self.record(s, "proposeRound", self.propose(fl, 3, b"\x00" * 32, [a]),
+                    "trusted, below the quorum: Failed, 1 rejected")
         self.record(s, "withdrawTreasury", fl.withdrawTreasury(sender=self.funder))
         self.record(s, "grantRole", fl.grantRole(fl.AGGREGATOR_ROLE(), c, sender=self.admin), "between rounds")
         pl = self.deploy(permissioned=True)
@@ -173,7 +198,7 @@ class Bench:
         print(f"  functions: {time.time() - t0:.1f}s", file=sys.stderr)
 
     def verdicts(self, cases=((0, 0), (10, 0), (50, 0), (0, 10), (0, 50), (10, 10))):
-        s = "finalizeRound"
+        s = "proposeRound"
         for rejected, excluded in cases:
             t0 = time.time()
             n = min(rejected + excluded + 1, MAX_UPDATES_PER_ROUND)
@@ -184,12 +209,61 @@ class Bench:
             for i, c in enumerate(cl):
                 fl.register(_key(i), sender=c, value=MIN_STAKE)
             rid, _ = self.round_with(fl, cl)
-            rej = [x.address for x in cl[1 : 1 + rejected]]
-            exc = [x.address for x in cl[1 + rejected : 1 + rejected + excluded]]
+            rej = cl[1 : 1 + rejected]
+            exc = cl[1 + rejected : 1 + rejected + excluded]
             model = b"\x44" * 32 if n - rejected - excluded >= PARAMS["quorum"] else b"\x00" * 32
-            tx = fl.finalizeRound(rid, model, rej, exc, "", sender=self.aggregator)
-            self.record(s, "finalizeRound", tx, f"{rejected} rejected, {excluded} excluded")
-            print(f"  finalize {rejected}/{excluded}: {time.time() - t0:.1f}s", file=sys.stderr)
+            tx = self.propose(fl, rid, model, rej, exc)
+            self.record(s, "proposeRound", tx, f"{rejected} rejected, {excluded} excluded")
+            print(f"  propose {rejected}/{excluded}: {time.time() - t0:.1f}s", file=sys.stderr)
+
+    def committee(self, k: int = 3, m: int = 2, rejected: int = 10):
+        """A job with k verifiers and threshold m: bonds, proposals kept for the committee, votes."""
+        s = "committee"
+        t0 = time.time()
+        verifiers = [self._new_client(i, "bench-verifier") for i in range(k)]
+        c = dict(verifiers=[v.address for v in verifiers],
+                 keys=[_nonzero(i + 1, 4) + b"\x02" * 28 for i in range(k)], threshold=m)
+        fl = self.deploy(committee=c)
+        self.record(s, "(deployment)", self.chain.get_receipt(fl.txn_hash), f"k={k} verifiers, m={m}")
+        fl.fundRewards(sender=self.funder, value=10 * ETHER)
+        cl = self.clients(rejected + 1)  # cl[0] is always accepted
+        for i, x in enumerate(cl):
+            fl.register(_key(i), sender=x, value=MIN_STAKE)
+        bond = PARAMS["aggregatorBond"]
+        self.record(s, "postBond", fl.postBond(sender=self.aggregator, value=bond), "first bond")
+        self.record(s, "postBond", fl.postBond(sender=self.aggregator, value=bond), "adding to a bond")
+        model = b"\x44" * 32
+        # Applied by the m-th attestation, with 0 and with `rejected` rejected updates.
+        for n_rej in (0, rejected):
+            rid, _ = self.round_with(fl, cl)  # all in: proposable at once
+            self.record(s, "proposeRound", self.propose(fl, rid, model, cl[1 : 1 + n_rej]),
+                        f"{len(cl)} submitted, {n_rej} rejected, kept for the committee")
+            digest = fl.getProposal(rid).digest
+            for j in range(m):
+                tx = fl.attest(rid, digest, sender=verifiers[j])
+                if j == m - 1:
+                    self.record(s, "attest", tx, f"the m-th: applies the outcome, {n_rej} rejected")
+                elif j == 0 and n_rej == 0:
+                    self.record(s, "attest", tx, "non-final (1st of m)")
+            assert fl.getRound(rid).phase == 3  # Finalized
+        # Failed by the (k - m + 1)-th dispute: the bond is forfeited to the treasury. From here on only
+        # cl[0] can submit (the others were slashed below the minimum stake), so it alone is all in.
+        rid, _ = self.round_with(fl, cl[:1])
+        self.propose(fl, rid, model)
+        for j in range(k - m + 1):
+            tx = fl.dispute(rid, b"\x66" * 32, sender=verifiers[j])
+            if j == 0 and k - m + 1 > 1:
+                self.record(s, "dispute", tx, "non-final (1st)")
+        self.record(s, "dispute", tx, f"the last (k - m + 1 = {k - m + 1}): fails the round, forfeits the bond")
+        assert fl.getRound(rid).phase == 4  # Failed
+        # Nobody votes: after the attestation period anyone cancels the round.
+        rid, _ = self.round_with(fl, cl[:1])
+        self.propose(fl, rid, model)
+        self.past(fl.getProposal(rid).proposedAt + PARAMS["attestationPeriod"])
+        self.record(s, "expireProposal", fl.expireProposal(rid, sender=self.funder), "nobody voted: Cancelled")
+        self.record(s, "withdrawBond", fl.withdrawBond(fl.bondOf(self.aggregator), sender=self.aggregator),
+                    "all of it")
+        print(f"  committee k={k} m={m}: {time.time() - t0:.1f}s", file=sys.stderr)
 
     def scaling(self, sizes):
         s = "scaling"
@@ -202,15 +276,14 @@ class Bench:
             self.record(s, "register", regs[-1], f"{n}th client")
             rid, subs = self.round_with(fl, cl)
             self.record(s, "submitUpdate", subs[-1], f"{n}th update of the round")
-            self.record(s, "finalizeRound", fl.finalizeRound(rid, b"\x44" * 32, [], [], "", sender=self.aggregator),
-                        f"{n} submitted, 0 rejected")
+            self.record(s, "proposeRound", self.propose(fl, rid, b"\x44" * 32), f"{n} submitted, 0 rejected")
             self.record(s, "claimReward", fl.claimReward(rid, sender=cl[0]), f"first of {n} claims")
             if n > 2:
                 self.record(s, "claimReward", fl.claimReward(rid, sender=cl[n // 2]), f"a middle one of {n} claims")
             print(f"  scaling n={n}: {time.time() - t0:.1f}s", file=sys.stderr)
 
     def check_constant(self):
-        """register / submit / finalize / claim must not grow with the number of clients."""
+        """register / submit / propose / claim must not grow with the number of clients."""
         problems = []
         by_note: dict[str, list[int]] = {}
         for r in self.rows:
@@ -243,7 +316,7 @@ def _table(rows, problems, network):
     if problems:
         console.print("[bold red]grows with the number of clients:[/] " + "; ".join(problems))
     else:
-        console.print("[green]register, submitUpdate, finalizeRound and claimReward do not grow with N[/]")
+        console.print("[green]register, submitUpdate, proposeRound and claimReward do not grow with N[/]")
 
 
 def _solc_version(ape):
@@ -311,22 +384,23 @@ def main(argv=None) -> int:
         bench = Bench(ape, args.network)
         bench.functions()
         bench.verdicts(cases)
+        bench.committee()
         bench.scaling(sizes)
         problems = bench.check_constant()
         chain_id = provider.chain_id
     _table(bench.rows, problems, args.network)
 
-    worst = max((r for r in bench.rows if r["function"] == "finalizeRound"), key=lambda r: r["gas"])
+    worst = max((r for r in bench.rows if r["section"] == "proposeRound"), key=lambda r: r["gas"])
     fits = worst["gas"] < BLOCK_GAS_LIMIT
-    print(f"largest verdict list measured: finalizeRound {worst['note']}: {worst['gas']:,} gas, "
+    print(f"largest verdict list measured: proposeRound {worst['note']}: {worst['gas']:,} gas, "
           f"{worst['gas'] / BLOCK_GAS_LIMIT:.2f} of a 30M block")
     if not fits:
-        problems.append(f"finalizeRound with {worst['note']} needs {worst['gas']:,} gas, above a 30M block")
+        problems.append(f"proposeRound with {worst['note']} needs {worst['gas']:,} gas, above a 30M block")
     out = Path(args.out) / ("gas_quick.json" if args.quick else "gas.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     result = dict(
-        target="register, submitUpdate, claimReward and finalizeRound (no verdicts) constant in the number "
-        "of clients; finalizeRound linear in rejected + excluded",
+        target="register, submitUpdate, claimReward and proposeRound (no verdicts) constant in the number "
+        "of clients; proposeRound linear in rejected + excluded",
         verdict=("constant in N=" + ",".join(map(str, sizes))) if not problems else "GROWS: " + "; ".join(problems),
         network=args.network,
         chain_id=chain_id,

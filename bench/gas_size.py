@@ -37,14 +37,15 @@ def measure(sizes: list[str]) -> dict:
     from ape import accounts, chain, networks, project
     from ape.logging import logger
 
-    from bench.gas import ADMIN_DELAY, PARAMS
+    from bench.gas import ADMIN_DELAY, NO_COMMITTEE, PARAMS
 
     logger.set_level("ERROR")
     rows = []
     with networks.parse_network_choice("ethereum:local:foundry"), tempfile.TemporaryDirectory() as tmp:
         admin, agg = accounts.test_accounts[0], accounts.test_accounts[1]
         kp = generate_keypair()
-        fl = admin.deploy(project.FederatedLearning, dict(PARAMS, aggregatorKey=kp.public), admin, agg, ADMIN_DELAY)
+        fl = admin.deploy(project.FederatedLearning, dict(PARAMS, aggregatorKey=kp.public), NO_COMMITTEE, admin, agg,
+                          ADMIN_DELAY)
         naive = admin.deploy(project.NaiveWeightsOnChain)
         store = LocalStore(Path(tmp))
         clients = [accounts.test_accounts[3 + i] for i in range(len(sizes))]

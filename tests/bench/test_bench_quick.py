@@ -61,9 +61,9 @@ def test_gas_size_quick(tmp_path):
 
 
 def test_gas_quick(tmp_path):
-    """Every function measured on Anvil; register, submit, finalize and claim do not grow with clients."""
+    """Every function measured on Anvil; register, submit, propose and claim do not grow with clients."""
     _bench("bench.gas", tmp_path)
     data = json.loads((tmp_path / "gas_quick.json").read_text())
     assert data["problems"] == [] and data["constant_in_clients"] is True
-    assert {"register", "submitUpdate", "finalizeRound", "claimReward", "withdrawRewards"} <= {
+    assert {"register", "submitUpdate", "proposeRound", "claimReward", "withdrawRewards"} <= {
         r["function"] for r in data["rows"]}

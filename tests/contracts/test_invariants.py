@@ -6,12 +6,18 @@ are exercised too), or the new state (the transaction is sent, its events and
 the touched records compared with the model). After every step the invariants
 are checked against the chain:
 
-- contract balance == totalStaked + totalOwed + totalAllocated + rewardPool
-  (hence balance >= totalStaked + totalOwed + rewardPool), each term equal to the model;
+- contract balance == totalStaked + totalOwed + totalAllocated + rewardPool + treasuryOwed
+  + totalBonded + forced ether (hence balance >= the accounted sum), each term equal to the model;
 - no reward is claimed twice (a second claim must revert, the model pays once);
 - the sum paid for a round never exceeds its reward;
 - a slash never exceeds the stake;
-- round phases only move forward (None -> Open -> Finalized | Cancelled).
+- round phases only move forward (None -> Open -> Finalized | Failed | Cancelled).
+
+The job runs in trusted-aggregator mode (no verifier committee): proposeRound applies its
+outcome at once, so Proposed is never observed after a transaction. Its verdict lists must be
+strictly ascending by address, with one non-zero reason code per rejected client; the sensible
+rules send them so, `chaos` sometimes does not. Bonds can still be posted and withdrawn (they
+count in the accounting), and the committee's calls (attest, dispute, expireProposal) revert.
 
 Most rules pick arguments that make sense in the current state (an unregistered
 client registers, an eligible client submits, ...), because on the embedded
@@ -21,7 +27,7 @@ where most expected reverts come from. Boundary times (deadline, grace period,
 unbonding, each +-1 s) are targeted by `wait_until_boundary`.
 
 Every example starts from the same chain snapshot, a job with some history
-(round 1 finalized with a rejected update, a claim made, round 2 open), and
+(round 1 finalized with a rejected update, a claim made, an aggregator bond, round 2 open), and
 rolls back at its end. Timestamps are explicit: each transaction runs at model
 time + 1 s.
 """
@@ -34,8 +40,9 @@ from dataclasses import dataclass, field
 
 import ape
 import hypothesis.strategies as st
+from eth_abi import encode
 from eth_utils import keccak
-from .fl_helpers import BPS, Phase, UpdateStatus, key, set_time
+from .fl_helpers import BPS, REASON_INVALID, ZERO32, Phase, UpdateStatus, ascending, key, set_time
 from hypothesis import HealthCheck, settings
 from hypothesis import event as _hypothesis_event
 from hypothesis.stateful import (
@@ -64,6 +71,8 @@ INITIAL_MODEL = b"\x22" * 32
 MAX_EXAMPLES = int(os.environ.get("FL_FUZZ_EXAMPLES", "200"))
 STEPS = int(os.environ.get("FL_FUZZ_STEPS", "15"))
 
+# Trusted-aggregator mode: Open -> Proposed -> Finalized | Failed happens within proposeRound, so
+# Proposed is never seen between transactions (it is not an allowed observation).
 ALLOWED_TRANSITIONS = {
     (Phase.NONE, Phase.NONE),
     (Phase.NONE, Phase.OPEN),
@@ -114,6 +123,8 @@ class RoundModel:
     accepted_weight: int = 0
     reward: int = 0
     claimed: int = 0
+    digest: bytes = ZERO32  # of the applied proposal (trusted mode: proposed and applied at once)
+    model: bytes = ZERO32
 
     @property
     def submissions(self):
@@ -135,6 +146,7 @@ class State:
     eligible: int = 0  # active clients with at least the minimum stake
     pool: int = 0
     treasury: int = 0  # slashed stake owed to the treasury: never in the pool
+    bonded: int = 0  # the aggregator's bond (the only account with AGGREGATOR_ROLE)
     staked: int = 0
     total_owed: int = 0
     allocated: int = 0
@@ -148,7 +160,7 @@ class State:
 
 
 class TotalsReader:
-    """Reads the six scalar public variables checked after every step.
+    """Reads the seven scalar public variables checked after every step.
 
     A view call costs ~5 ms on the embedded chain (py-evm executes and rolls
     back a call), a storage read well under 1 ms, and this runs after every step
@@ -157,7 +169,8 @@ class TotalsReader:
     exactly one of the first storage slots. Otherwise (a layout change, equal
     values) it falls back to view calls."""
 
-    NAMES = ("totalStaked", "totalOwed", "totalAllocated", "rewardPool", "activeClients", "currentRound")
+    NAMES = ("totalStaked", "totalOwed", "totalAllocated", "rewardPool", "activeClients", "currentRound",
+             "totalBonded")
 
     def __init__(self, chain, contract, caller):
         self.web3 = chain.provider.web3
@@ -197,6 +210,7 @@ class Driver:
         self.fl, self.chain, self.cl = env["fl"], env["chain"], env["clients"]
         self.aggregator, self.stranger, self.funder = env["aggregator"], env["stranger"], env["funder"]
         self.errors = env["errors"]
+        self.chain_id = env["chain_id"]
         self.V = dict(sender=self.aggregator)  # views with a caller skip eth-tester's account lookup
 
     # ------------------------------------------------------------ helpers
@@ -319,7 +333,7 @@ class Driver:
             return self.expect("withdrawStake", "NotExiting", call, client=c)
         if s.now < unlock:
             return self.expect("withdrawStake", "StillUnbonding", call, unlockTime=unlock)
-        if m.last_round and self.round(m.last_round).phase == Phase.OPEN:
+        if m.last_round and self.round(m.last_round).phase in (Phase.OPEN, Phase.PROPOSED):
             return self.expect("withdrawStake", "UpdatePending", call, roundId=m.last_round)
         before = c.balance
         tx = call()
@@ -386,43 +400,85 @@ class Driver:
             r.eligible_submitted += 1
         event("submit: ok")
 
-    def finalize(self, rid, rejected, excluded, zero_model_ok=True):
+    def digest(self, rid, o):
+        """outcomeDigest written out independently of the contract (abi.encode of the same fields)."""
+        return keccak(encode(
+            ["uint256", "address", "uint256", "bytes32", "address[]", "uint8[]", "address[]", "bytes32"],
+            [self.chain_id, self.fl.address, rid, o["modelHash"], o["rejected"], o["reasons"], o["excluded"],
+             o["evidenceHash"]]))
+
+    def finalize(self, rid, rejected, excluded, zero_model_ok=True, reasons=None, sort=True):
+        """proposeRound in trusted-aggregator mode: the outcome applies at once (like finalizing).
+
+        With sort=True the lists are sent strictly ascending, as the contract wants them; otherwise
+        in the given order (duplicates and all). `reasons` defaults to one valid code per rejection."""
         fl, s = self.fl, self.s
+        if sort:
+            rejected, excluded = ascending(rejected), ascending(excluded)
+        rejected, excluded = list(rejected), list(excluded)
+        reasons = [REASON_INVALID] * len(rejected) if reasons is None else list(reasons)
         model = keccak(text=f"fuzz-model-{rid}-{s.nonce}")
         r0 = self.round(rid)
         if zero_model_ok and r0 is not None and r0.submissions - len(rejected) - len(excluded) < PARAMS["quorum"]:
-            model = b"\x00" * 32  # below the quorum an outcome carries no model: the round fails
+            model = ZERO32  # below the quorum an outcome carries no model: the round fails
+        o = dict(modelHash=model, rejected=rejected, reasons=reasons, excluded=excluded,
+                 evidenceHash=keccak(text=f"fuzz-evidence-{rid}-{s.nonce}"),
+                 evidenceLocator=f"evidence-{rid}", modelLocator=f"model-{rid}")
         self.tick()
-        call = lambda: fl.finalizeRound(rid, model, rejected, excluded, "", sender=self.aggregator)  # noqa: E731
+        call = lambda: fl.proposeRound(rid, o, sender=self.aggregator)  # noqa: E731
         ex = lambda err, **kw: self.expect("finalize", err, call, **kw)  # noqa: E731
         r = self.round(rid)
         if r is None or r.phase != Phase.OPEN:
             return ex("RoundNotOpen", roundId=rid)
         if s.now <= r.deadline and not self.all_in(r):
             return ex("DeadlineNotReached", deadline=r.deadline)
+        # No bond is needed without a committee.
+        if len(reasons) != len(rejected):
+            return ex("ReasonsMismatch", rejected=len(rejected), reasons=len(reasons))
         status = {a: u[1] for a, u in r.updates.items()}
-        for a in rejected:
+        prev = None
+        for i, (a, why) in enumerate(zip(rejected, reasons)):
+            if i and int(a, 16) <= int(prev, 16):
+                return ex("VerdictsNotSorted", client=a)
             if status.get(a) != UpdateStatus.SUBMITTED:
                 return ex("InvalidVerdict", client=a)
+            if why == 0:
+                return ex("ZeroReason", client=a)
+            prev = a
+        for i, a in enumerate(excluded):
+            if i and int(a, 16) <= int(prev, 16):
+                return ex("VerdictsNotSorted", client=a)
+            if status.get(a) != UpdateStatus.SUBMITTED or a in rejected:  # not submitted, or both lists
+                return ex("InvalidVerdict", client=a)
+            prev = a
+        for a in rejected:
             status[a] = UpdateStatus.REJECTED
         for a in excluded:
-            if status.get(a) != UpdateStatus.SUBMITTED:
-                return ex("InvalidVerdict", client=a)
             status[a] = UpdateStatus.EXCLUDED
         accepted = r.submissions - len(rejected) - len(excluded)
         failed = accepted < PARAMS["quorum"]
-        if failed and model != b"\x00" * 32:
+        if failed and model != ZERO32:
             return ex("ModelBelowQuorum", accepted=accepted, quorum=PARAMS["quorum"])
 
         early = s.now <= r.deadline
         stakes_before = {a: s.clients[a].stake for a in rejected}
         tx = call()
+        names = [log.event_name for log in tx.events]
+        assert names == (["RoundProposed"] + ["UpdateRejected"] * len(rejected) + ["UpdateExcluded"] * len(excluded)
+                         + ["RoundFailed" if failed else "RoundFinalized"]), names
+        digest = self.digest(rid, o)
+        proposed = [dict(log.event_arguments) for log in tx.events if log.event_name == "RoundProposed"]
+        assert proposed == [dict(roundId=rid, digest=digest, modelHash=model, rejected=len(rejected),
+                                 excluded=len(excluded), evidenceHash=o["evidenceHash"],
+                                 evidenceLocator=o["evidenceLocator"], modelLocator=o["modelLocator"])]
+        r.digest, r.model = digest, model
         slashes = [dict(log.event_arguments) for log in tx.events if log.event_name == "UpdateRejected"]
         assert [x["client"] for x in slashes] == rejected
         slashed_total = 0
-        for a, x in zip(rejected, slashes):
+        for a, why, x in zip(rejected, reasons, slashes):
             amount = stakes_before[a] * PARAMS["slashBps"] // BPS
             assert x["slashed"] == amount <= stakes_before[a]  # a slash never exceeds the stake
+            assert x["reason"] == why
             m = s.clients[a]
             if m.status == 1 and m.stake >= PARAMS["minStake"] > m.stake - amount:
                 s.eligible -= 1
@@ -453,7 +509,7 @@ class Driver:
         r.accepted_weight, r.reward = weight, reward
         s.latest_model = model
         fin = [log for log in tx.events if log.event_name == "RoundFinalized"]
-        assert fin == [fl.RoundFinalized(rid, model, accepted, weight, reward, "")]
+        assert fin == [fl.RoundFinalized(rid, model, accepted, weight, reward)]
         for a in rejected:
             self.check_client(next(c for c in self.cl if c.address == a))
         self.observe_phase(rid)
@@ -537,6 +593,49 @@ class Driver:
         s.balance -= amount
         event("withdrawRewards: ok")
 
+    def post_bond(self, amount, by_stranger=False):
+        fl, s = self.fl, self.s
+        sender = self.stranger if by_stranger else self.aggregator
+        self.tick()
+        call = lambda: fl.postBond(sender=sender, value=amount)  # noqa: E731
+        if by_stranger:
+            return self.expect("postBond", "AccessControlUnauthorizedAccount", call, account=sender)
+        if amount == 0:
+            return self.expect("postBond", "ZeroValue", call)
+        tx = call()
+        s.bonded += amount
+        assert tx.events == [fl.BondPosted(sender, amount, s.bonded)]
+        s.balance += amount
+        event("postBond: ok")
+
+    def withdraw_bond(self, amount, by_stranger=False):
+        """No proposal ever awaits a committee here, so ProposalPending cannot happen."""
+        fl, s = self.fl, self.s
+        sender = self.stranger if by_stranger else self.aggregator
+        bond = 0 if by_stranger else s.bonded
+        self.tick()
+        call = lambda: fl.withdrawBond(amount, sender=sender)  # noqa: E731
+        if amount == 0 or amount > bond:
+            return self.expect("withdrawBond", "NothingOwed", call, client=sender)
+        before = sender.balance
+        tx = call()
+        assert tx.events == [fl.BondWithdrawn(sender, amount)]
+        assert sender.balance == before + amount - tx.total_fees_paid
+        s.bonded -= amount
+        s.balance -= amount
+        event("withdrawBond: ok")
+
+    def committee_call(self, which, rid, sender):
+        """Without a committee nobody is a verifier, and no round is ever left Proposed."""
+        fl = self.fl
+        r = self.round(rid)
+        digest = r.digest if r is not None else ZERO32
+        self.tick()
+        if which == "expireProposal":
+            return self.expect(which, "NotProposed", lambda: fl.expireProposal(rid, sender=sender), roundId=rid)
+        call = lambda: getattr(fl, which)(rid, digest, sender=sender)  # noqa: E731
+        return self.expect(which, "NotVerifier", call, account=sender)
+
 
 # ------------------------------------------------------------------------- test
 
@@ -546,7 +645,7 @@ ERRORS = (
     "AccessControlUnauthorizedAccount RoundStillOpen StakeBelowMinimum NotCurrentRound RoundNotOpen "
     "DeadlinePassed AlreadySubmitted ZeroCommitment CommitmentAlreadyUsed ZeroSamples TooManySamples "
     "RoundFull DeadlineNotReached InvalidVerdict ModelBelowQuorum GracePeriodNotOver RoundNotFinalized "
-    "NothingToClaim NothingOwed"
+    "NothingToClaim NothingOwed ReasonsMismatch VerdictsNotSorted ZeroReason NotVerifier NotProposed"
 ).split()
 
 
@@ -556,6 +655,7 @@ def _base_state(driver, chain):
     for i in range(4):
         d.register(i, PARAMS["minStake"] * (2 if i == 3 else 1))
     d.fund(15 * 10**17)  # round 1 takes 1 ETH: later rounds get min(rewardPerRound, pool) < rewardPerRound
+    d.post_bond(3 * 10**17 + 11)  # not needed to propose without a committee, but counted
     d.start_round()
     for i, n in ((0, 10), (1, 20), (2, 30)):
         d.submit(i, 1, d.fresh_commitment(), n)
@@ -577,6 +677,7 @@ def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stra
         stranger=stranger,
         funder=funder,
         errors={name: getattr(fl, name) for name in ERRORS},
+        chain_id=chain.chain_id,
     )
     builder = Driver(State(now=chain.blocks.head.timestamp, clients={c.address: ClientModel() for c in cl}), env)
     _base_state(builder, chain)
@@ -633,11 +734,29 @@ def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stra
             rejected = data.draw(st.lists(st.sampled_from(subs), unique=True), "rejected")
             rest = [a for a in subs if a not in rejected]
             excluded = data.draw(st.lists(st.sampled_from(rest), unique=True), "excluded") if rest else []
+            n = len(rejected)
+            reasons = data.draw(st.lists(st.integers(1, 255), min_size=n, max_size=n), "reasons")
             self.s.now = max(self.s.now, r.deadline)
             pool = self.s.pool
-            self.d.finalize(self.s.current, rejected, excluded)
+            self.d.finalize(self.s.current, rejected, excluded, reasons=reasons)  # sent sorted
             assert self.s.pool <= pool  # slashes never enter the pool
             event("malicious aggregator: verdicts applied")
+
+        @precondition(lambda self: self.d.open_round() and self.d.open_round().updates)
+        @rule(data=st.data())
+        def malformed_verdicts(self, data):
+            """Verdict lists in any order, repeated, naming anyone, with any reasons, after the deadline:
+            VerdictsNotSorted, InvalidVerdict, ZeroReason or ReasonsMismatch (applied if valid by chance)."""
+            r = self.d.open_round()
+            anyone = list(r.updates) + addresses + [self.d.stranger.address]  # submitters weigh double
+            rejected = data.draw(st.lists(st.sampled_from(anyone), max_size=4), "rejected")
+            excluded = data.draw(st.lists(st.sampled_from(anyone), max_size=3), "excluded")
+            n = len(rejected)
+            codes = st.sampled_from([0, 1, REASON_INVALID, 255])
+            one_each = st.lists(codes, min_size=n, max_size=n)
+            reasons = data.draw(st.one_of(one_each, one_each, st.lists(codes, max_size=4)), "reasons")
+            self.s.now = max(self.s.now, r.deadline)
+            self.d.finalize(self.s.current, rejected, excluded, reasons=reasons, sort=False)
 
         @precondition(lambda self: self.indexes(lambda m: m.status == 0))
         @rule(data=st.data(), extra=st.sampled_from([0, 0, 1, 10**17, -1]))
@@ -743,6 +862,15 @@ def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stra
         def indexes_owed(self):
             return [i for i, a in enumerate(addresses) if self.s.owed.get(a)]
 
+        @rule(post=st.booleans(), data=st.data())
+        def bond(self, post, data):
+            """The aggregator posts to or withdraws from its bond (some of it, all of it, or too much)."""
+            if post:
+                self.d.post_bond(data.draw(st.sampled_from([1, 10**17]), "amount"))
+            else:
+                bonded = self.s.bonded
+                self.d.withdraw_bond(data.draw(st.sampled_from([1, bonded, bonded + 1]), "amount"))
+
         @rule(dt=st.sampled_from([1, 10, 60, 120, 301, 501]))
         def wait(self, dt):
             self.s.now += dt
@@ -791,6 +919,11 @@ def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stra
                         "fund",
                         "claim",
                         "withdraw_rewards",
+                        "post_bond",
+                        "withdraw_bond",
+                        "attest",
+                        "dispute",
+                        "expireProposal",
                     ]
                 ),
                 "action",
@@ -818,13 +951,31 @@ def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stra
                 everyone = addresses + [self.d.stranger.address]
                 rejected = data.draw(st.lists(st.sampled_from(everyone), max_size=3), "rejected")
                 excluded = data.draw(st.lists(st.sampled_from(everyone), max_size=3), "excluded")
-                d.finalize(rid, rejected, excluded, zero_model_ok=data.draw(st.booleans(), "zero model"))
+                sort = data.draw(st.booleans(), "sorted")  # unsorted: VerdictsNotSorted (or valid by luck)
+                r = d.open_round()
+                if rid == s.current and r is not None and data.draw(st.booleans(), "past the deadline"):
+                    s.now = max(s.now, r.deadline)  # so that the verdict checks are reached
+                n = len(rejected)
+                reasons = [REASON_INVALID] * n
+                kind = data.draw(st.sampled_from(["valid"] * 4 + ["zero", "mismatch"]), "reasons")
+                if kind == "zero" and n:
+                    reasons[data.draw(st.integers(0, n - 1), "zero reason at")] = 0
+                elif kind == "mismatch":
+                    reasons = reasons[:-1] if n and data.draw(st.booleans(), "fewer") else reasons + [1]
+                d.finalize(rid, rejected, excluded, zero_model_ok=data.draw(st.booleans(), "zero model"),
+                           reasons=reasons, sort=sort)
             elif action == "cancel":
                 d.cancel(rid, data.draw(st.booleans()))
             elif action == "fund":
                 d.fund(data.draw(st.sampled_from([0, 1, 10**18])))
             elif action == "claim":
                 d.claim(i, rid)
+            elif action == "post_bond":
+                d.post_bond(data.draw(st.sampled_from([0, 1])), by_stranger=data.draw(st.booleans()))
+            elif action == "withdraw_bond":
+                d.withdraw_bond(data.draw(st.sampled_from([0, 1, s.bonded + 1])), by_stranger=data.draw(st.booleans()))
+            elif action in ("attest", "dispute", "expireProposal"):
+                d.committee_call(action, rid, data.draw(st.sampled_from([d.cl[i], d.aggregator, d.stranger])))
             else:
                 d.withdraw_rewards(i)
 
@@ -837,15 +988,17 @@ def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stra
             t = totals.read()
             staked, owed, allocated, pool = t["totalStaked"], t["totalOwed"], t["totalAllocated"], t["rewardPool"]
             treasury = fl.treasuryOwed(**self.d.V)
+            bonded = t["totalBonded"]
             assert treasury == s.treasury  # every slash went there; none reached the pool or a reward
-            assert balance == staked + owed + allocated + pool + treasury + s.forced
-            assert balance >= staked + owed + allocated + pool + treasury
-            assert (balance, staked, owed, allocated, pool) == (
+            assert balance == staked + owed + allocated + pool + treasury + bonded + s.forced
+            assert balance >= staked + owed + allocated + pool + treasury + bonded
+            assert (balance, staked, owed, allocated, pool, bonded) == (
                 s.balance,
                 s.staked,
                 s.total_owed,
                 s.allocated,
                 s.pool,
+                s.bonded,
             )
             assert t["activeClients"] == s.active
             assert t["currentRound"] == s.current
@@ -854,6 +1007,8 @@ def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stra
             """End of an example: every round record and the model hash."""
             V = self.d.V
             assert fl.latestModelHash(**V) == self.s.latest_model
+            assert fl.bondOf(aggregator, **V) == self.s.bonded
+            assert fl.totalBurned(**V) == 0  # the job has a treasury: nothing is burned
             for rid, r in self.s.rounds.items():
                 rr = fl.getRound(rid, **V)
                 assert rr.phase == r.phase
@@ -863,6 +1018,10 @@ def test_stateful_fuzz(deploy, project, chain, clients, funder, aggregator, stra
                 assert (rr.rejected, rr.excluded, rr.claims) == (r.rejected, r.excluded, r.claims)
                 assert rr.acceptedWeight == r.accepted_weight and rr.reward == r.reward
                 assert rr.rewardClaimed == r.claimed <= rr.reward
+                if r.phase in (Phase.FINALIZED, Phase.FAILED):  # proposed (and applied at once)
+                    p = fl.getProposal(rid, **V)
+                    assert (p.digest, p.modelHash, p.proposer) == (r.digest, r.model, aggregator.address)
+                    assert (p.attestations, p.disputes) == (0, 0)
 
     OUTCOMES.clear()
     run_state_machine_as_test(

@@ -1,14 +1,15 @@
-"""Re-entry from the ether transfers (withdrawStake, withdrawRewards, withdrawTreasury) into every
-state-changing function of FederatedLearning (ReentrancyAttacker).
+"""Re-entry from the ether transfers (withdrawStake, withdrawRewards, withdrawTreasury, withdrawBond)
+into every state-changing function of FederatedLearning (ReentrancyAttacker).
 
 The first tests are the original ones (re-entering the two guarded client payouts). The
-parametrized test below re-enters every state-changing function of the ABI from each of the three
+parametrized test below re-enters every state-changing function of the ABI from each of the four
 transfers, with the attacker as client, admin, aggregator, registrar and treasury at once (so
 that role checks do not hide the function's own logic), and asserts that the re-entry either
 reverts with the expected error (ReentrancyGuardReentrantCall for the guarded functions, the
 function's own check otherwise) or succeeds without breaking the accounting: the contract's
 balance equals the sum of its accounting terms, the outer payout happens exactly once and the
-attacker receives exactly it.
+attacker receives exactly it. The job has no verifier committee (the attacker, as aggregator,
+cannot be a verifier): proposals apply at once, attest and dispute revert NotVerifier.
 """
 import pytest
 from eth_utils import keccak
@@ -22,6 +23,7 @@ from .fl_helpers import (
     accounted,
     event_args,
     key,
+    outcome,
     set_time,
 )
 
@@ -110,6 +112,8 @@ STAKE = ETH // 10
 HALF = ETH // 20  # what slashBps 5000 takes from a 0.1 ETH stake
 ROUND1_SHARE = 500000000000000000  # round 1: A and h1 accepted with 100 samples each, 1 ETH reward
 ROUND2_SHARE = 500000000000000000  # round 2: the same
+BOND = ETH // 5  # the attacker's aggregator bond (not needed to propose without a committee)
+NO_COMMITTEE = dict(verifiers=[], keys=[], threshold=0)
 NEW_KEY = b"\x55" * 32
 
 # The outer transfers: the function the attacker calls, the event of its payout, the amount.
@@ -117,16 +121,17 @@ OUTERS = {
     "withdrawStake": ("StakeWithdrawn", STAKE),
     "withdrawRewards": ("RewardsWithdrawn", ROUND1_SHARE),
     "withdrawTreasury": ("TreasuryWithdrawn", HALF),
+    "withdrawBond": ("BondWithdrawn", BOND),
 }
 
-GUARDED = {"withdrawStake", "withdrawRewards", "withdrawTreasury"}
+GUARDED = {"withdrawStake", "withdrawRewards", "withdrawTreasury", "withdrawBond"}
 
 
 def _inner_calls(fl, h1, h3, attacker):
     """Every state-changing function: (calldata, value, round state needed before the outer call).
 
     Round states: None = no round open (round 2 finalized is the latest), "fresh" = round 3 just
-    opened, "ready" = round 3 with h1's update, past its deadline (finalizable)."""
+    opened, "ready" = round 3 with h1's update, past its deadline (proposable)."""
     a = attacker.address
     return {
         "register": (fl.register.encode_input(key(7)), STAKE, None),
@@ -135,7 +140,13 @@ def _inner_calls(fl, h1, h3, attacker):
         "withdrawStake": (fl.withdrawStake.encode_input(), 0, None),
         "submitUpdate": (fl.submitUpdate.encode_input(3, keccak(text="reentrant update"), 10, ""), 0, "fresh"),
         # Rejects the only update: the round fails and h1's slash goes to the treasury (the attacker).
-        "finalizeRound": (fl.finalizeRound.encode_input(3, ZERO32, [h1.address], [], ""), 0, "ready"),
+        "proposeRound": (fl.proposeRound.encode_input(3, outcome(ZERO32, [h1.address])), 0, "ready"),
+        # No committee: nobody is a verifier, and no round is ever left Proposed.
+        "attest": (fl.attest.encode_input(2, ZERO32), 0, None),
+        "dispute": (fl.dispute.encode_input(2, ZERO32), 0, None),
+        "expireProposal": (fl.expireProposal.encode_input(2), 0, None),
+        "postBond": (fl.postBond.encode_input(), ETH // 100, None),
+        "withdrawBond": (fl.withdrawBond.encode_input(1), 0, None),
         "cancelRound": (fl.cancelRound.encode_input(3), 0, "fresh"),
         "startRound": (fl.startRound.encode_input(), 0, None),
         "fundRewards": (fl.fundRewards.encode_input(), ETH // 100, None),
@@ -157,8 +168,8 @@ def _inner_calls(fl, h1, h3, attacker):
 
 
 INNER_NAMES = [
-    "register", "topUp", "requestExit", "withdrawStake", "submitUpdate", "finalizeRound", "cancelRound",
-    "startRound", "fundRewards", "claimReward", "withdrawRewards", "withdrawTreasury", "admit",
+    "register", "topUp", "requestExit", "withdrawStake", "submitUpdate", "proposeRound", "attest", "dispute",
+    "expireProposal", "cancelRound", "postBond", "withdrawBond", "startRound", "fundRewards", "claimReward", "withdrawRewards", "withdrawTreasury", "admit",
     "setAggregatorKey", "grantRole", "revokeRole", "renounceRole", "beginDefaultAdminTransfer",
     "cancelDefaultAdminTransfer", "acceptDefaultAdminTransfer", "changeDefaultAdminDelay",
     "rollbackDefaultAdminDelay",
@@ -169,6 +180,10 @@ def _expected(outer, inner):
     """The re-entry's outcome: "ok" or the custom error it must revert with."""
     if inner in GUARDED:
         return "ReentrancyGuardReentrantCall"
+    if inner in ("attest", "dispute"):
+        return "NotVerifier"
+    if inner == "expireProposal":
+        return "NotProposed"
     if outer == "withdrawStake":
         # The attacker's record is already cleared (checks-effects-interactions): it may register
         # again, but it is no longer an active client.
@@ -179,11 +194,12 @@ def _expected(outer, inner):
 def _build(project, make_params, chain, admin, funder, clients, outer):
     """A permissioned job whose admin, aggregator, registrar and treasury is the attacker A, which is
     also a client. Round 1 (A, h1, h2; h2 rejected: 0.05 ETH for the treasury) and round 2 (A, h1)
-    are finalized with a 1 ETH reward each; A claimed round 1 (owed 0.5 ETH), not round 2."""
+    are finalized with a 1 ETH reward each; A claimed round 1 (owed 0.5 ETH), not round 2. A has
+    bonded 0.2 ETH as the aggregator."""
     h1, h2, h3 = clients[:3]
     attacker = admin.deploy(project.ReentrancyAttacker, "0x0000000000000000000000000000000000000000")
     params = make_params(quorum=1, treasury=attacker.address, permissioned=True)
-    fl = admin.deploy(project.FederatedLearning, params, attacker, attacker, 1)  # admin delay 1 s
+    fl = admin.deploy(project.FederatedLearning, params, NO_COMMITTEE, attacker, attacker, 1)  # admin delay 1 s
     attacker.setTarget(fl, sender=admin)
 
     def A(data, value=0):
@@ -204,15 +220,17 @@ def _build(project, make_params, chain, admin, funder, clients, outer):
     fl.submitUpdate(1, keccak(text="h1-1"), 100, "", sender=h1)
     fl.submitUpdate(1, keccak(text="h2-1"), 100, "", sender=h2)
     past_deadline(1)
-    A(fl.finalizeRound.encode_input(1, keccak(text="model-1"), [h2.address], [], ""))
+    A(fl.proposeRound.encode_input(1, outcome(keccak(text="model-1"), [h2.address])))
     A(fl.startRound.encode_input())
     A(fl.submitUpdate.encode_input(2, keccak(text="A-2"), 100, ""))
     fl.submitUpdate(2, keccak(text="h1-2"), 100, "", sender=h1)
     past_deadline(2)
-    A(fl.finalizeRound.encode_input(2, keccak(text="model-2"), [], [], ""))
+    A(fl.proposeRound.encode_input(2, outcome(keccak(text="model-2"))))
     A(fl.claimReward.encode_input(1))
     assert fl.owed(attacker) == ROUND1_SHARE and fl.claimable(2, attacker) == ROUND2_SHARE
     assert fl.treasuryOwed() == HALF
+    A(fl.postBond.encode_input(), value=BOND)
+    assert fl.bondOf(attacker) == fl.totalBonded() == BOND
     if outer == "withdrawStake":
         t = A(fl.requestExit.encode_input()).timestamp
         set_time(chain, t + params["unbondingPeriod"])
@@ -273,7 +291,11 @@ def test_reentry_from_every_transfer(jobs, outer, inner, chain, accounts, admin)
     contract_before, attacker_before = fl.balance, attacker.balance
     staked_before, treasury_owed_before = fl.totalStaked(), fl.treasuryOwed()
     pool_before, owed_before = fl.rewardPool(), fl.owed(attacker)
-    tx = getattr(attacker, outer)(sender=admin)
+    bonded_before = fl.totalBonded()
+    if outer == "withdrawBond":  # the attacker has no shorthand for it
+        tx = A(fl.withdrawBond.encode_input(BOND))
+    else:
+        tx = getattr(attacker, outer)(sender=admin)
 
     assert attacker.reentryAttempts() == 1
     ok = attacker.reentrySucceeded() == 1
@@ -283,7 +305,8 @@ def test_reentry_from_every_transfer(jobs, outer, inner, chain, accounts, admin)
         assert bytes(attacker.lastRevertData()) == REENTRANT_CALL_SELECTOR
 
     # The outer payout happened exactly once, for exactly its amount.
-    payouts = [log for log in tx.events if log.event_name in ("StakeWithdrawn", "RewardsWithdrawn", "TreasuryWithdrawn")]
+    payouts = [log for log in tx.events
+               if log.event_name in ("StakeWithdrawn", "RewardsWithdrawn", "TreasuryWithdrawn", "BondWithdrawn")]
     assert [log.event_name for log in payouts] == [event_name]
     assert payouts[0].event_arguments["amount"] == amount
     spent = value if ok else 0
@@ -292,7 +315,7 @@ def test_reentry_from_every_transfer(jobs, outer, inner, chain, accounts, admin)
     _accounting_holds(fl)
 
     # What the re-entry did, if it succeeded, is what the function does outside a re-entry.
-    slash = HALF if (ok and inner == "finalizeRound") else 0
+    slash = HALF if (ok and inner == "proposeRound") else 0
     stake_in = value if ok and inner in ("register", "topUp") else 0
     stake_out = STAKE if outer == "withdrawStake" else 0
     assert fl.totalStaked() == staked_before - stake_out + stake_in - slash
@@ -301,14 +324,19 @@ def test_reentry_from_every_transfer(jobs, outer, inner, chain, accounts, admin)
     assert fl.treasuryOwed() == treasury_owed_before - treasury_out + slash
     owed_out = ROUND1_SHARE if outer == "withdrawRewards" else 0
     assert fl.owed(attacker) == owed_before - owed_out + (ROUND2_SHARE if ok and inner == "claimReward" else 0)
+    bond_out = BOND if outer == "withdrawBond" else 0
+    bond_in = value if ok and inner == "postBond" else 0
+    assert fl.totalBonded() == fl.bondOf(attacker) == bonded_before - bond_out + bond_in
     if ok and inner == "register":
         assert fl.getClient(attacker).stake == STAKE and fl.getClient(attacker).status == 1
-    if ok and inner == "finalizeRound":
+    if ok and inner == "proposeRound":
         assert fl.getRound(3).phase == Phase.FAILED
     if ok and inner == "acceptDefaultAdminTransfer":
         assert fl.defaultAdmin() == attacker.address
     # A second payout cannot follow: the outer function's record is cleared.
     if outer == "withdrawStake" and not (ok and inner == "register"):
         assert fl.getClient(attacker).stake == 0
-    if outer == "withdrawTreasury" and not (ok and inner == "finalizeRound"):
+    if outer == "withdrawTreasury" and not (ok and inner == "proposeRound"):
         assert fl.treasuryOwed() == 0
+    if outer == "withdrawBond" and not (ok and inner == "postBond"):
+        assert fl.bondOf(attacker) == 0
