@@ -122,8 +122,10 @@ class Bench:
         return self.admin.deploy(self.project.FederatedLearning, params, committee or NO_COMMITTEE, self.admin,
                                  self.aggregator, ADMIN_DELAY)
 
-    def propose(self, fl, rid, model, rejected=(), excluded=()):
-        return fl.proposeRound(rid, _outcome(model, rejected, excluded), sender=self.aggregator)
+    def propose(self, fl, rid, model, rejected=(), excluded=(), with_outcome=False):
+        o = _outcome(model, rejected, excluded)
+        tx = fl.proposeRound(rid, o, sender=self.aggregator)
+        return (tx, o) if with_outcome else tx
 
     def clients(self, n: int) -> list:
         """n funded client accounts (test accounts first, then extra ones)."""
@@ -236,11 +238,10 @@ class Bench:
         # Applied by the m-th attestation, with 0 and with `rejected` rejected updates.
         for n_rej in (0, rejected):
             rid, _ = self.round_with(fl, cl)  # all in: proposable at once
-            self.record(s, "proposeRound", self.propose(fl, rid, model, cl[1 : 1 + n_rej]),
-                        f"{len(cl)} submitted, {n_rej} rejected, kept for the committee")
-            digest = fl.getProposal(rid).digest
+            tx, o = self.propose(fl, rid, model, cl[1 : 1 + n_rej], with_outcome=True)
+            self.record(s, "proposeRound", tx, f"{len(cl)} submitted, {n_rej} rejected, awaiting the committee")
             for j in range(m):
-                tx = fl.attest(rid, digest, sender=verifiers[j])
+                tx = fl.attest(rid, o, sender=verifiers[j])
                 if j == m - 1:
                     self.record(s, "attest", tx, f"the m-th: applies the outcome, {n_rej} rejected")
                 elif j == 0 and n_rej == 0:

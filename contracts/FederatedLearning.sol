@@ -148,7 +148,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         UpdateStatus status;
     }
 
-    /// @dev A proposal awaiting (or past) the committee's votes.
+    /// @notice A proposal awaiting (or past) the committee's votes.
     struct Proposal {
         bytes32 digest;
         bytes32 modelHash;
@@ -157,9 +157,6 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         uint64 proposedBlock;
         uint32 attestations;
         uint32 disputes;
-        address[] rejected;
-        uint8[] reasons;
-        address[] excluded;
     }
 
     Params private _params;
@@ -273,8 +270,9 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         uint256 indexed roundId,
         bytes32 digest,
         bytes32 modelHash,
-        uint256 rejected,
-        uint256 excluded,
+        address[] rejected,
+        uint8[] reasons,
+        address[] excluded,
         bytes32 evidenceHash,
         string evidenceLocator,
         string modelLocator
@@ -531,23 +529,10 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         p.proposer = msg.sender;
         p.proposedAt = uint64(block.timestamp);
         p.proposedBlock = uint64(block.number);
-        if (!trusted) {
-            // Kept for the attestation that completes m (it applies them: O(rejected + excluded)).
-            p.rejected = outcome.rejected;
-            p.reasons = outcome.reasons;
-            p.excluded = outcome.excluded;
-        }
+        // Only the digest is kept: the verdict lists come back as calldata with each attestation
+        // (storing them would cost ~20k gas per verdict, too much for a full round in one block).
         r.phase = Phase.Proposed;
-        emit RoundProposed(
-            roundId,
-            digest,
-            outcome.modelHash,
-            outcome.rejected.length,
-            outcome.excluded.length,
-            outcome.evidenceHash,
-            outcome.evidenceLocator,
-            outcome.modelLocator
-        );
+        _emitProposed(roundId, digest, outcome);
         if (trusted) {
             // Trusted-aggregator mode: applied at once, from calldata.
             _applyVerdicts(roundId, r, outcome.modelHash, outcome.rejected, outcome.reasons, outcome.excluded);
@@ -556,18 +541,25 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
 
     /**
      * @notice Attest that the proposal's outcome is what the verifier re-computed (verifiers, once
-     * per round, within the attestation period). O(1), but the m-th attestation applies the
-     * outcome: slashes to the treasury, the reward allocated, the new latest model.
+     * per round, within the attestation period). The verifier passes the outcome itself (its
+     * locators may be empty: they are not part of the digest); the contract checks its digest
+     * against the proposal's. The m-th attestation applies it from calldata: slashes to the
+     * treasury, the reward allocated, the new latest model (O(rejected + excluded)).
      * @param roundId the proposed round
-     * @param digest the digest the verifier computed; must equal the proposal's (else dispute)
+     * @param outcome the outcome the verifier computed; its digest must equal the proposal's (else dispute)
+     * @return attestations the attestations counted so far, this one included
      */
-    function attest(uint256 roundId, bytes32 digest) external {
+    function attest(uint256 roundId, Outcome calldata outcome) external returns (uint256 attestations) {
         (Round storage r, Proposal storage p) = _vote(roundId, 1);
+        bytes32 digest = outcomeDigest(roundId, outcome);
         if (digest != p.digest) revert DigestMismatch(digest, p.digest);
         uint32 n = p.attestations + 1;
         p.attestations = n;
         emit RoundAttested(roundId, msg.sender, n);
-        if (n == _threshold) _applyVerdicts(roundId, r, p.modelHash, p.rejected, p.reasons, p.excluded);
+        if (n == _threshold) {
+            _applyVerdicts(roundId, r, outcome.modelHash, outcome.rejected, outcome.reasons, outcome.excluded);
+        }
+        return n;
     }
 
     /**
@@ -801,36 +793,10 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         return _verifiers.length == 0;
     }
 
-    /// @notice A round's proposal: digest, model, proposer, time, votes and verdict lists.
-    function getProposal(uint256 roundId)
-        external
-        view
-        returns (
-            bytes32 digest,
-            bytes32 modelHash,
-            address proposer,
-            uint64 proposedAt,
-            uint64 proposedBlock,
-            uint32 attestations,
-            uint32 disputes,
-            address[] memory rejected,
-            uint8[] memory reasons,
-            address[] memory excluded
-        )
-    {
-        Proposal storage p = _proposals[roundId];
-        return (
-            p.digest,
-            p.modelHash,
-            p.proposer,
-            p.proposedAt,
-            p.proposedBlock,
-            p.attestations,
-            p.disputes,
-            p.rejected,
-            p.reasons,
-            p.excluded
-        );
+    /// @notice A round's proposal: digest, model, proposer, time and votes (the verdict lists are
+    /// in its RoundProposed event).
+    function getProposal(uint256 roundId) external view returns (Proposal memory) {
+        return _proposals[roundId];
     }
 
     /**
@@ -869,6 +835,14 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         voteOf[roundId][msg.sender] = kind;
     }
 
+    /// @dev RoundProposed, with the verdict lists (so that anyone can read the outcome from the log).
+    function _emitProposed(uint256 roundId, bytes32 digest, Outcome calldata o) private {
+        emit RoundProposed(
+            roundId, digest, o.modelHash, o.rejected, o.reasons, o.excluded, o.evidenceHash, o.evidenceLocator,
+            o.modelLocator
+        );
+    }
+
     /// @dev A proposal's verdicts: strictly ascending, disjoint lists of submitted updates; a model
     /// exactly when the accepted updates reach the quorum.
     function _checkVerdicts(uint256 roundId, Round storage r, Outcome calldata o) private view {
@@ -901,7 +875,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         }
     }
 
-    /// @dev Applies a trusted proposal's verdicts from calldata.
+    /// @dev Applies a proposal's verdicts from calldata (trusted mode at once, else at the m-th attestation).
     function _applyVerdicts(
         uint256 roundId,
         Round storage r,
@@ -921,30 +895,6 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
             removed += _excludeOne(roundId, excluded[i]);
         }
         _close(roundId, r, modelHash, rejected.length, excluded.length, removed, slashed);
-    }
-
-    /// @dev Applies an attested proposal's verdicts, kept in storage since the proposal.
-    function _applyVerdicts(
-        uint256 roundId,
-        Round storage r,
-        bytes32 modelHash,
-        address[] storage rejected,
-        uint8[] storage reasons,
-        address[] storage excluded
-    ) private {
-        uint256 removed;
-        uint256 slashed;
-        uint256 nr = rejected.length;
-        uint256 ne = excluded.length;
-        for (uint256 i = 0; i < nr; ++i) {
-            (uint256 w, uint256 amount) = _rejectOne(roundId, rejected[i], reasons[i]);
-            removed += w;
-            slashed += amount;
-        }
-        for (uint256 i = 0; i < ne; ++i) {
-            removed += _excludeOne(roundId, excluded[i]);
-        }
-        _close(roundId, r, modelHash, nr, ne, removed, slashed);
     }
 
     /// @dev The end of applying an outcome: slashes to the treasury, then Final (model, reward)

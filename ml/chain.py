@@ -272,9 +272,6 @@ class ProposalInfo:
     proposed_block: int
     attestations: int
     disputes: int
-    rejected: tuple[str, ...]
-    reasons: tuple[int, ...]
-    excluded: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -559,9 +556,7 @@ class FLContract:
     def proposal(self, round_id: int) -> ProposalInfo:
         p = self.contract.getProposal(round_id)
         return ProposalInfo(bytes(p.digest), bytes(p.modelHash), str(p.proposer), int(p.proposedAt),
-                            int(p.proposedBlock), int(p.attestations), int(p.disputes),
-                            tuple(str(a) for a in p.rejected), tuple(int(x) for x in p.reasons),
-                            tuple(str(a) for a in p.excluded))
+                            int(p.proposedBlock), int(p.attestations), int(p.disputes))
 
     def vote_of(self, round_id: int, verifier: str) -> int:
         """0 none, 1 attested, 2 disputed."""
@@ -607,6 +602,15 @@ class FLContract:
         logs = list(self.contract.RoundProposed.range(p.proposed_block, p.proposed_block + 1,
                                                       search_topics={"roundId": round_id}))
         return logs[-1] if logs else None
+
+    def proposed_outcome(self, round_id: int) -> Outcome | None:
+        """The outcome proposed for a round, as its RoundProposed event carries it (None if never proposed)."""
+        ev = self.proposal_event(round_id)
+        if ev is None:
+            return None
+        return Outcome(bytes(ev.modelHash), tuple(str(a) for a in ev.rejected), tuple(int(x) for x in ev.reasons),
+                       tuple(str(a) for a in ev.excluded), bytes(ev.evidenceHash), str(ev.evidenceLocator),
+                       str(ev.modelLocator))
 
     def model_locator(self, round_id: int) -> str | None:
         """The model locator proposed for a round (None if never proposed)."""
@@ -687,8 +691,9 @@ class FLContract:
     def propose(self, sender: Any, round_id: int, outcome: Outcome) -> Any:
         return self._send("proposeRound", sender, round_id, outcome.to_struct())
 
-    def attest(self, sender: Any, round_id: int, digest: bytes) -> Any:
-        return self._send("attest", sender, round_id, to_bytes32(digest))
+    def attest(self, sender: Any, round_id: int, outcome: Outcome) -> Any:
+        """Attest the outcome the verifier computed (the contract checks its digest; the m-th applies it)."""
+        return self._send("attest", sender, round_id, outcome.to_struct())
 
     def dispute(self, sender: Any, round_id: int, digest: bytes) -> Any:
         return self._send("dispute", sender, round_id, to_bytes32(digest))

@@ -29,6 +29,10 @@ class RoundRow:
     submitted: int = 0  # chosen clients that actually submitted (a slashed one may not be able to)
     rejected_reasons: dict[str, str] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
+    committee: str = ""  # "trusted" (no committee), else "<attestations>/<threshold> attested, <n> disputed"
+    attestations: int = 0
+    disputes: int = 0
+    note: str = ""  # why a round failed (disputed proposal, below the quorum), a rogue party's act
 
 
 def round_table(rows: list[RoundRow], title: str = "Rounds") -> Table:
@@ -36,14 +40,14 @@ def round_table(rows: list[RoundRow], title: str = "Rounds") -> Table:
     for col, just in (("round", "right"), ("status", "left"), ("chosen", "right"), ("submitted", "right"),
                       ("accepted", "right"),
                       ("excluded", "right"), ("rejected", "right"), ("accuracy", "right"), ("loss", "right"),
-                      ("gas", "right"), ("seconds", "right")):
+                      ("committee", "left"), ("gas", "right"), ("seconds", "right")):
         t.add_column(col, justify=just)
     for r in rows:
         t.add_row(
             str(r.round_id), r.status, str(r.clients), str(r.submitted), str(r.accepted), str(r.excluded), str(r.rejected),
             "-" if r.accuracy != r.accuracy else f"{r.accuracy:.4f}",
             "-" if r.loss != r.loss else f"{r.loss:.4f}",
-            f"{r.gas:,}", f"{r.seconds:.2f}",
+            r.committee or "-", f"{r.gas:,}", f"{r.seconds:.2f}",
         )
     return t
 
@@ -52,10 +56,11 @@ def write_rounds_csv(path: Path, rows: list[RoundRow]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["round", "status", "chosen", "submitted", "accepted", "excluded", "rejected", "accuracy", "loss", "gas",
-                    "seconds", "model_hash"])
+                    "seconds", "model_hash", "committee", "attestations", "disputes"])
         for r in rows:
             w.writerow([r.round_id, r.status, r.clients, r.submitted, r.accepted, r.excluded, r.rejected,
-                        f"{r.accuracy:.6f}", f"{r.loss:.6f}", r.gas, f"{r.seconds:.3f}", r.model_hash])
+                        f"{r.accuracy:.6f}", f"{r.loss:.6f}", r.gas, f"{r.seconds:.3f}", r.model_hash,
+                        r.committee, r.attestations, r.disputes])
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -32,6 +32,12 @@ from .store import (
 from .timing import Timings
 
 
+class NormBoundError(ValueError):
+    """An update that moves the model further than the job's published norm bound."""
+
+    reason = "norm"
+
+
 @dataclass(frozen=True)
 class Rejection:
     """An update that is provably invalid: its client gets slashed."""
@@ -40,6 +46,7 @@ class Rejection:
     reason: str  # missing_blob, commitment_mismatch, cannot_open, decode, shape, non_finite, norm, ...
     detail: str
     content_key: bytes | None = field(default=None, repr=False)  # disclosed as evidence (content reasons)
+    blob: bytes | None = field(default=None, repr=False, compare=False)  # the sealed blob, when it was fetched
 
     def evidence(self) -> RejectionEvidence:
         """This rejection as the public evidence records it."""
@@ -56,6 +63,7 @@ class RoundComputation:
     rejected: list[Rejection]
     result: AggregateResult | None = None
     model_blob: bytes | None = None
+    base: list[np.ndarray] | None = field(default=None, repr=False)  # the round's base model weights
 
     @property
     def model_hash(self) -> bytes | None:
@@ -84,6 +92,10 @@ class RoundOutcome:
     reward: int = 0
     note: str = ""
     samples: dict[str, int] = field(default_factory=dict)
+    attestations: int = 0
+    disputes: int = 0
+    rogue: str = ""  # what a simulated rogue aggregator did to this round's proposal
+    honest_accepted: list[str] = field(default_factory=list)  # accepted by the honest computation
 
 
 # How long the aggregator may spend fetching a round's update blobs (M-3). Once the
@@ -202,21 +214,39 @@ def collect_updates(
                 plain = open_sealed(blob, private_key, ctx, recipients=recipients)
             except SealError as exc:
                 rejected.append(Rejection(client, "cannot_open", str(exc),
-                                          content_key_for_evidence(blob, private_key, ctx)))
+                                          content_key_for_evidence(blob, private_key, ctx), blob))
                 continue
             try:
-                weights = codec.decode(plain, spec)
-                codec.validate(weights, spec)
-            except codec.InvalidUpdateError as exc:
-                rejected.append(Rejection(client, exc.reason, str(exc), content_key_for_evidence(blob, private_key, ctx)))
+                weights = decode_update(plain, spec, base, norm_bound)
+            except (codec.InvalidUpdateError, NormBoundError) as exc:
+                rejected.append(Rejection(client, exc.reason, str(exc), content_key_for_evidence(blob, private_key, ctx),
+                                          blob))
                 continue
-        if norm_bound is not None and not check_norm(weights, base, norm_bound):
-            rejected.append(Rejection(client, "norm", f"L2 norm of the update exceeds the published bound {norm_bound}",
-                                      content_key_for_evidence(blob, private_key, ctx)))
-            continue
         valid.append(ClientUpdate(key=client.lower(), weights=weights, num_samples=sub.samples))
     valid.sort(key=lambda u: u.key)  # the strategies sort too; this keeps logs and reports tidy
     return valid, rejected, len(subs)
+
+
+def decode_update(plain: bytes, spec: ModelSpec, base: list[np.ndarray], norm_bound: float | None) -> list[np.ndarray]:
+    """An opened update's weights, or InvalidUpdateError / NormBoundError with the reason it is rejected for.
+
+    The one validation every party runs: the aggregator, each verifier, and anyone re-checking
+    a rejection from its public evidence (:func:`validation_reason`).
+    """
+    weights = codec.decode(plain, spec)
+    codec.validate(weights, spec)
+    if norm_bound is not None and not check_norm(weights, base, norm_bound):
+        raise NormBoundError(f"L2 norm of the update exceeds the published bound {norm_bound}")
+    return weights
+
+
+def validation_reason(plain: bytes, spec: ModelSpec, base: list[np.ndarray], norm_bound: float | None) -> str | None:
+    """:func:`decode_update` as ml.evidence.check_rejection wants it: the rejection reason, or None if valid."""
+    try:
+        decode_update(plain, spec, base, norm_bound)
+    except (codec.InvalidUpdateError, NormBoundError) as exc:
+        return exc.reason
+    return None
 
 
 def round_recipients(fl: FLContract) -> list[bytes]:
@@ -289,17 +319,25 @@ def compute_round(
         fl, store, private_key, spec, round_id, chain_id=chain_id, base=base,
         norm_bound=params.norm_bound, timings=timings,
     )
-    comp = RoundComputation(round_id, info.base_model_hash, submitted, valid, rejected)
-    if not valid:
+    comp = RoundComputation(round_id, info.base_model_hash, submitted, valid, rejected, base=base)
+    return aggregate_updates(comp, spec, strategy, strategy_params, timings)
+
+
+def aggregate_updates(comp: RoundComputation, spec: ModelSpec, strategy: str,
+                      strategy_params: dict[str, Any] | None = None, timings: Timings | None = None) -> RoundComputation:
+    """The strategy over the round's valid updates: the result and the model blob (in place; returns comp)."""
+    timings = timings or Timings()
+    comp.result = comp.model_blob = None
+    if not comp.valid:
         return comp
-    strategy, params = effective_strategy(strategy, strategy_params, len(valid))
+    strategy, params = effective_strategy(strategy, strategy_params, len(comp.valid))
     with timings.measure("aggregation"):
-        comp.result = aggregate(strategy, valid, **params)
+        result = aggregate(strategy, comp.valid, **params)
     # Keys are lower-case addresses: give the chain checksummed ones (no second event query).
     comp.result = AggregateResult(
-        weights=comp.result.weights,
-        included=[to_checksum_address(k) for k in comp.result.included],
-        excluded=[to_checksum_address(k) for k in comp.result.excluded],
+        weights=result.weights,
+        included=[to_checksum_address(k) for k in result.included],
+        excluded=[to_checksum_address(k) for k in result.excluded],
     )
     with timings.measure("encode_seal_store"):
         comp.model_blob = codec.encode(comp.result.weights, tensor_names(spec))

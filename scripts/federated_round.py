@@ -5,6 +5,7 @@ import click
 from ape.cli import ConnectedProviderCommand
 
 from ml.attacks import ATTACKS
+from ml.rogue import ROGUE_AGGREGATOR_MODES, ROGUE_VERIFIER_MODES
 from ml.training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE
 from ml.parties.federation import STRATEGY_CHOICES, FederationConfig, FederationError, run_federation
 from ml.store import BlobStoreError
@@ -52,6 +53,25 @@ from ml.store import BlobStoreError
 @click.option("--permissioned", is_flag=True,
               help="Permissioned job: the admin admits each client with its true sample count, and the "
                    "contract refuses any larger claim")
+@click.option("--verifiers", type=click.IntRange(0, 32), default=2, show_default=True,
+              help="Verifier committee played in this process: each re-computes every proposal and attests or "
+                   "disputes it. 0 = trusted-aggregator mode (proposals apply unchecked; for demos)")
+@click.option("--threshold", type=int, default=2, show_default=True,
+              help="m: matching attestations that apply a proposal (1..--verifiers); --verifiers - m + 1 "
+                   "disputes fail it")
+@click.option("--bond", "bond_eth", type=float, default=0.1, show_default=True,
+              help="The aggregator's bond (ETH), forfeited to the treasury by a disputed proposal")
+@click.option("--attestation-period", type=int, default=600, show_default=True,
+              help="Seconds the committee has to decide on a proposal before anyone may expire it")
+@click.option("--rogue-aggregator", type=click.Choice(ROGUE_AGGREGATOR_MODES), default=None,
+              help="Simulate a malicious aggregator: slash_honest (rejects an honest client with a forged NaN "
+                   "claim), wrong_model (proposes a steered model), exclude_honest (leaves an honest client out). "
+                   "The committee disputes, the round fails, the bond is forfeited, nobody honest is slashed")
+@click.option("--rogue-rounds", default="1", show_default=True,
+              help="Rounds the rogue aggregator cheats in: a list (1,3) or 'all'")
+@click.option("--rogue-verifier", type=click.Choice(ROGUE_VERIFIER_MODES), default=None,
+              help="Make the first verifier malicious: dispute_all (blocks honest rounds unless the others reach "
+                   "the threshold) or attest_all (attests anything, unchecked)")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for data split, partition, init, training")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
               help="Output folder: report.json, rounds.csv, accuracy.png, final model, blob store, deployment")
@@ -61,10 +81,16 @@ from ml.store import BlobStoreError
 def cli(no_baseline, **options):
     """Deploy the contract (or resume the job in --out), register clients, run rounds, claim rewards.
 
-    Every party (admin, aggregator, clients) is a test account of a local chain: the
+    Every party (admin, aggregator, verifiers, clients) is a test account of a local chain: the
     embedded one by default, or --network ethereum:local:foundry (Anvil) or a local node.
     Running the same command again after an interruption continues from the chain's state.
     """
+    rounds = options.pop("rogue_rounds").strip().lower()
+    try:
+        options["rogue_rounds"] = None if rounds == "all" else tuple(int(x) for x in rounds.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{rounds!r}: write round numbers separated by commas (1,3) or 'all'",
+                                 param_hint="--rogue-rounds") from None
     cfg = FederationConfig(baseline=not no_baseline, **options)
     try:
         run_federation(cfg)

@@ -4,12 +4,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..chain import ZERO32, ChainError, FLContract, Phase, is_dev_chain
+from ..chain import ChainError, FLContract, Phase, is_dev_chain
 from ..models import ModelSpec
+from ..rogue import check_rogue_aggregator, rogue_computation
 from ..rounds import RoundOutcome, compute_round, evidence_of, outcome_of
 from ..store import BlobStore
 from ..timing import Timings
@@ -44,6 +45,9 @@ class Aggregator:
         strategy: str = "fedavg",
         strategy_params: dict[str, Any] | None = None,
         timings: Timings | None = None,
+        rogue: str | None = None,
+        rogue_rounds: Sequence[int] | None = None,
+        log: Callable[[str], None] | None = None,
     ):
         self.account = account
         self.fl = fl
@@ -56,6 +60,26 @@ class Aggregator:
         self.strategy = strategy
         self.strategy_params = dict(strategy_params or {})
         self.timings = timings or Timings()
+        # A simulated malicious aggregator (ml.rogue): tampers with its proposal in these rounds (all if None).
+        self.rogue = check_rogue_aggregator(rogue) if rogue else None
+        self.rogue_rounds = set(rogue_rounds) if rogue_rounds is not None else None
+        self.log = log or (lambda _line: None)
+
+    def is_rogue_in(self, round_id: int) -> bool:
+        return self.rogue is not None and (self.rogue_rounds is None or round_id in self.rogue_rounds)
+
+    def ensure_bond(self) -> int:
+        """Tops the aggregator's bond up to the job's (a committee job needs it to propose); wei posted."""
+        fl = self.fl
+        if fl.committee().trusted:
+            return 0
+        need = fl.params().aggregatorBond - fl.bond_of(str(self.account.address))
+        if need <= 0:
+            return 0
+        fl.post_bond(self.account, need)
+        self.log(f"posted a bond of {need / 10**18:g} ETH (the job asks {fl.params().aggregatorBond / 10**18:g} ETH "
+                 "to propose; a proposal the committee disputes forfeits it)")
+        return need
 
     def open_round(self) -> int:
         """The open round, starting a new one if none is open (restart-safe)."""
@@ -83,6 +107,11 @@ class Aggregator:
         )
         with self.timings.measure("chain"):
             params = self.fl.params()
+        honest_accepted = list(comp.accepted)
+        rogue_note = ""
+        if self.is_rogue_in(round_id):
+            comp, rogue_note = rogue_computation(self.rogue, comp, self.spec, self.strategy, self.strategy_params)
+            self.log(f"round {round_id}: ROGUE aggregator: {rogue_note}")
         samples = {u.key: u.num_samples for u in comp.valid}
         below = comp.result is None or len(comp.accepted) < params.quorum
         loss = accuracy = float("nan")
@@ -99,6 +128,7 @@ class Aggregator:
             loss, accuracy = float(ev.loss), float(ev.accuracy)
         outcome = outcome_of(comp, params.quorum, evidence_locator=evidence_locator, model_locator=model_locator)
         with self.timings.measure("chain"):
+            self.ensure_bond()
             self.fl.propose(self.account, round_id, outcome)
             info = self.fl.round(round_id)
         status = {Phase.FINALIZED: "finalized", Phase.FAILED: "failed", Phase.PROPOSED: "proposed"}.get(
@@ -109,7 +139,29 @@ class Aggregator:
             round_id, status, None if below else comp.model_hash, comp.accepted, comp.excluded, comp.rejected,
             loss=loss, accuracy=accuracy, gas=self.fl.meter.total - gas0,
             reward=info.reward if status == "finalized" else 0, note=note, samples=samples,
+            rogue=rogue_note, honest_accepted=honest_accepted,
         )
+
+    def settle(self, outcome: RoundOutcome) -> RoundOutcome:
+        """The outcome once the committee decided (or the proposal expired): status, reward, note, votes."""
+        fl = self.fl
+        info = fl.round(outcome.round_id)
+        p = fl.proposal(outcome.round_id)
+        outcome.attestations, outcome.disputes = p.attestations, p.disputes
+        if info.phase == Phase.FINALIZED:
+            outcome.status, outcome.reward = "finalized", info.reward
+        elif info.phase == Phase.FAILED and p.disputes >= fl.committee().disputes_to_fail and not fl.committee().trusted:
+            outcome.status = "disputed"
+            outcome.note = (f"the committee disputed the proposal ({p.disputes} dispute(s)): nothing applied, "
+                            "nobody slashed, the aggregator's bond forfeited")
+        elif info.phase == Phase.FAILED:
+            outcome.status = "failed"
+        elif info.phase == Phase.CANCELLED:
+            outcome.status = "expired"
+            outcome.note = "the committee did not decide within the attestation period: nothing applied"
+        else:
+            outcome.status = info.phase.name.lower()
+        return outcome
 
 
 # --------------------------------------------------------------------------- aggregator
@@ -284,13 +336,7 @@ class AggregatorParty:
             return
         if outcome.status == "proposed":
             self._await_committee(r)
-            info = fl.round(r)
-            outcome.status = {Phase.FINALIZED: "finalized", Phase.FAILED: "failed"}.get(info.phase,
-                                                                                        info.phase.name.lower())
-            if outcome.status == "finalized":
-                outcome.reward = info.reward
-            elif outcome.status == "failed" and info.model_hash == ZERO32 and outcome.model_hash is not None:
-                outcome.note = "the committee disputed the proposal: nothing applied, the bond forfeited"
+            self.agg.settle(outcome)
         seconds = None if started is None else time.monotonic() - started
         gas = fl.meter.total - gas0 if gas0 is not None else outcome.gas
         rej = ", ".join(f"{short(x.client, 8)} ({x.reason})" for x in outcome.rejected) or "none"

@@ -28,6 +28,7 @@ from eth_utils import to_checksum_address
 from ..chain import (
     ChainError,
     ClientStatus,
+    Committee,
     Deployment,
     FLContract,
     GasMeter,
@@ -43,6 +44,7 @@ from ..chain import (
     save_deployment,
 )
 from .client import Client, TrainConfig
+from .verifier import Verifier
 from ..data import load_dataset
 from ..models import ModelSpec, build_model, initial_weights, num_params, spec_for_dataset, tensor_names
 from ..partition import partition, summarize
@@ -89,6 +91,13 @@ class FederationConfig:
     quorum: int = 1
     treasury: str = ZERO_ADDRESS  # receives slashed stake; the zero address burns it
     permissioned: bool = False  # the admin admits each client with its true sample count
+    verifiers: int = 2  # the committee played in this process; 0 = trusted-aggregator mode
+    threshold: int = 2  # m: attestations that apply a proposal
+    bond_eth: float = 0.1  # the aggregator's bond (forfeited by a disputed proposal)
+    attestation_period: int = 600  # seconds the committee has before a proposal expires
+    rogue_aggregator: str | None = None  # a simulated malicious aggregator (ml.rogue.ROGUE_AGGREGATOR_MODES)
+    rogue_rounds: tuple[int, ...] | None = None  # rounds it cheats in (None: every round)
+    rogue_verifier: str | None = None  # the first verifier misbehaves (ml.rogue.ROGUE_VERIFIER_MODES)
     seed: int = 0
     out: Path = Path("out")
     store: str | None = None
@@ -113,6 +122,25 @@ class FederationConfig:
             check_attack(self.attack)
         if self.quorum < 1:
             raise FederationError("--quorum must be at least 1")
+        if not 0 <= self.verifiers <= 32:
+            raise FederationError("--verifiers must be between 0 (trusted aggregator) and 32")
+        if self.verifiers and not 1 <= self.threshold <= self.verifiers:
+            raise FederationError(f"--threshold must be between 1 and --verifiers ({self.verifiers})")
+        if self.bond_eth < 0:
+            raise FederationError("--bond must be >= 0")
+        if self.attestation_period < 1:
+            raise FederationError("--attestation-period must be at least 1 second")
+        from ..rogue import check_rogue_aggregator, check_rogue_verifier
+
+        if self.rogue_aggregator:
+            check_rogue_aggregator(self.rogue_aggregator)
+            if not self.verifiers:
+                raise FederationError("--rogue-aggregator needs a committee to catch it (--verifiers >= 1); with "
+                                      "--verifiers 0 the aggregator is trusted and nobody would")
+        if self.rogue_verifier:
+            check_rogue_verifier(self.rogue_verifier)
+            if not self.verifiers:
+                raise FederationError("--rogue-verifier needs a committee (--verifiers >= 1)")
         from eth_utils import is_address
 
         if not is_address(self.treasury):
@@ -155,14 +183,16 @@ def _fmt_eth(wei: int) -> str:
     return f"{wei / WEI:.6g} ETH"
 
 
-def _accounts(n_clients: int) -> tuple[Any, Any, list[Any]]:
+def _accounts(n_clients: int, n_verifiers: int = 0) -> tuple[Any, Any, list[Any], list[Any]]:
+    """admin, aggregator, clients, verifiers: distinct test accounts (verifiers after the clients)."""
     from ape import accounts
 
     test = accounts.test_accounts
-    need = 2 + n_clients
+    need = 2 + n_clients + n_verifiers
     while len(test) < need:
         test.generate_test_account()
-    return test[0], test[1], [test[2 + i] for i in range(n_clients)]
+    return (test[0], test[1], [test[2 + i] for i in range(n_clients)],
+            [test[2 + n_clients + i] for i in range(n_verifiers)])
 
 
 def _select(cfg: FederationConfig, round_id: int, n: int) -> list[int]:
@@ -197,7 +227,20 @@ class Federation:
                           shards_per_client=cfg.shards_per_client, seed=cfg.seed)
         return ds, parts
 
-    def _deploy_or_reuse(self, spec: ModelSpec, admin: Any, aggregator: Any) -> tuple[FLContract, bytes]:
+    def _committee_keys(self, verifiers: list[Any], fresh: bool) -> list[bytes]:
+        """Each in-process verifier's sealing key, kept in the output folder like the aggregator's."""
+        keys = []
+        for i, _ in enumerate(verifiers):
+            f = self.out / f"verifier-{i + 1}.key"
+            if fresh or not f.exists():
+                if f.exists():
+                    f.unlink()
+                save_private_key(f, generate_keypair().private)
+            keys.append(load_private_key(f))
+        return keys
+
+    def _deploy_or_reuse(self, spec: ModelSpec, admin: Any, aggregator: Any,
+                         verifiers: list[Any] | None = None) -> tuple[FLContract, bytes, list[bytes]]:
         from ape import chain
 
         cfg = self.cfg
@@ -217,10 +260,22 @@ class Federation:
                 if (p.permissioned, p.treasury.lower()) != (cfg.permissioned, cfg.treasury.lower()):
                     raise FederationError(f"the job in {dep_file} was deployed with permissioned={p.permissioned}, "
                                           f"treasury {p.treasury}; use --fresh to deploy one with these options")
+                keys = self._committee_keys(verifiers or [], fresh=False)
+                c = fl.committee()
+                if (list(c.verifiers), list(c.keys), c.threshold) != (
+                        [v.address for v in verifiers or []], [public_key_of(k) for k in keys],
+                        cfg.threshold if verifiers else 0):
+                    raise FederationError(f"the job in {dep_file} has another committee ({len(c.verifiers)} "
+                                          f"verifier(s), threshold {c.threshold}); use --fresh to deploy one with "
+                                          "these options")
                 self.log(f"[bold]Resuming[/] the job at {dep.address} (from {dep_file})")
-                return fl, private
+                return fl, private, keys
             self.log(f"The deployment in {dep_file} is not usable on {net} (new chain or other settings): deploying anew")
 
+        verifiers = verifiers or []
+        keys = self._committee_keys(verifiers, fresh=True)
+        committee = Committee(tuple(v.address for v in verifiers), tuple(public_key_of(k) for k in keys),
+                              cfg.threshold if verifiers else 0)
         keypair = generate_keypair()
         if key_file.exists():
             key_file.unlink()
@@ -243,16 +298,18 @@ class Federation:
             aggregatorKey=keypair.public,
             treasury=to_checksum_address(cfg.treasury),
             permissioned=cfg.permissioned,
+            attestationPeriod=cfg.attestation_period,
+            aggregatorBond=_eth(cfg.bond_eth) if verifiers else 0,
         )
         with self.timings.measure("chain"):
             fl = FLContract.deploy(admin, params, admin.address, aggregator.address, meter=self.meter,
-                                   admin_delay=3600)
+                                   admin_delay=3600, committee=committee)
         save_deployment(dep_file, Deployment(
             network=net, chain_id=chain.chain_id, address=fl.address, block=fl.deploy_block,
             params=params.to_json(), model_spec=spec.to_dict(), aggregator=aggregator.address, admin=admin.address,
         ))
         self.log(f"Deployed FederatedLearning at [bold]{fl.address}[/] (chain {chain.chain_id}, block {fl.deploy_block})")
-        return fl, keypair.private
+        return fl, keypair.private, keys
 
     # --------------------------------------------------------------- run
     def run(self) -> FederationResult:
@@ -275,8 +332,13 @@ class Federation:
         spec = spec_for_dataset(ds, cfg.arch)
         self.log(f"Model: {spec.arch} with {num_params(spec):,} parameters, spec hash 0x{spec.hash().hex()}")
 
-        admin, agg_account, client_accounts = _accounts(cfg.clients)
-        fl, private = self._deploy_or_reuse(spec, admin, agg_account)
+        admin, agg_account, client_accounts, verifier_accounts = _accounts(cfg.clients, cfg.verifiers)
+        fl, private, verifier_keys = self._deploy_or_reuse(spec, admin, agg_account, verifier_accounts)
+        committee = fl.committee()
+        self.log("Committee: " + (f"{len(committee.verifiers)} verifier(s), threshold {committee.threshold}: every "
+                                  "proposal needs that many matching attestations"
+                                  if not committee.trusted else
+                                  "[yellow]none: trusted-aggregator mode[/] (proposals apply at once; for demos)"))
         params = fl.params()
         attackers = set(range(cfg.clients - cfg.attackers, cfg.clients))
         train_cfg = TrainConfig(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.mu)
@@ -288,7 +350,15 @@ class Federation:
         ]
         aggregator = Aggregator(agg_account, fl, self.store, private, spec, ds.x_test, ds.y_test,
                                 chain_id=chain.chain_id, strategy=cfg.strategy,
-                                strategy_params=cfg.strategy_params(), timings=self.timings)
+                                strategy_params=cfg.strategy_params(), timings=self.timings,
+                                rogue=cfg.rogue_aggregator, rogue_rounds=cfg.rogue_rounds,
+                                log=lambda line: self.log(f"[red]{line}[/]" if "ROGUE" in line else line))
+        self.verifiers = [
+            Verifier(acc, fl, self.store, key, spec, chain_id=chain.chain_id, strategy=cfg.strategy,
+                     strategy_params=cfg.strategy_params(), timings=self.timings,
+                     rogue=cfg.rogue_verifier if i == 0 else None)
+            for i, (acc, key) in enumerate(zip(verifier_accounts, verifier_keys))
+        ]
 
         with self.timings.measure("chain"):
             self._fund_and_register(fl, admin, clients, params)
@@ -370,21 +440,48 @@ class Federation:
             # Someone chosen did not submit: on a dev chain, move time past the deadline.
             advance_time_past(info.deadline)
         outcome = aggregator.propose(round_id)
+        if outcome.status == "proposed":
+            progress.update(task, description=f"round {round_id}/{cfg.rounds}: the committee re-computes it")
+            for v in self.verifiers:
+                if fl.round(round_id).phase != Phase.PROPOSED:
+                    break  # m attestations applied it, or enough disputes failed it
+                d = v.decide_and_vote(round_id)
+                self.log(("[red]" if d.vote == "dispute" else "") + "  verifier " + d.line(v.address)
+                         + ("[/]" if d.vote == "dispute" else ""))
+        aggregator.settle(outcome)
         progress.advance(task)
         progress.update(task, description=f"round {round_id}/{cfg.rounds}: {outcome.status}"
                         + (f" acc {outcome.accuracy:.3f}" if outcome.status == "finalized" else ""))
         progress.advance(task)
         phases = self.timings.minus(before).seconds
-        return self._row(outcome, len(chosen), self.meter.total - gas0, time.perf_counter() - t0, phases)
+        row = self._row(outcome, len(chosen), self.meter.total - gas0, time.perf_counter() - t0, phases, fl)
+        if outcome.status == "disputed":
+            # Nothing was applied: the chain's record, not the rogue proposal, is what happened.
+            info = fl.round(round_id)
+            row.accepted, row.excluded, row.rejected = 0, 0, 0
+            row.accuracy = row.loss = float("nan")
+            row.model_hash = ""
+            row.submitted = info.submissions
+        return row
 
-    @staticmethod
-    def _row(o: RoundOutcome, chosen: int, gas: int, seconds: float, phases: dict[str, float]) -> report.RoundRow:
+    def _committee_cell(self, fl: FLContract, attestations: int, disputes: int) -> str:
+        c = fl.committee()
+        if c.trusted:
+            return "trusted"
+        return f"{attestations}/{c.threshold}" + (f", {disputes} disputed" if disputes else " attested")
+
+    def _row(self, o: RoundOutcome, chosen: int, gas: int, seconds: float, phases: dict[str, float],
+             fl: FLContract | None = None) -> report.RoundRow:
+        disputed = o.status == "disputed"
         return report.RoundRow(
             round_id=o.round_id, status=o.status, clients=chosen, accepted=len(o.accepted),
             excluded=len(o.excluded), rejected=len(o.rejected), accuracy=o.accuracy, loss=o.loss, gas=gas,
             seconds=seconds, model_hash="0x" + o.model_hash.hex() if o.model_hash else "",
             submitted=len(o.accepted) + len(o.excluded) + len(o.rejected),
-            rejected_reasons={r.client: r.reason for r in o.rejected}, phases=phases,
+            rejected_reasons={} if disputed else {r.client: r.reason for r in o.rejected}, phases=phases,
+            committee=self._committee_cell(fl, o.attestations, o.disputes) if fl is not None else "",
+            attestations=o.attestations, disputes=o.disputes,
+            note="; ".join(x for x in (f"rogue aggregator: {o.rogue}" if o.rogue else "", o.note) if x),
         )
 
     def _row_from_chain(self, fl: FLContract, r: int) -> report.RoundRow:
@@ -399,9 +496,15 @@ class Federation:
                 if row.get("round_id") == r:
                     acc, loss = row.get("accuracy", acc), row.get("loss", loss)
         status = {Phase.FINALIZED: "finalized", Phase.CANCELLED: "cancelled"}.get(info.phase, info.phase.name.lower())
+        p = fl.proposal(r)
+        c = fl.committee()
+        if info.phase == Phase.FAILED and not c.trusted and p.disputes >= c.disputes_to_fail:
+            status = "disputed"
         return report.RoundRow(r, status, info.submissions, info.accepted, info.excluded, info.rejected,
                                acc if acc is not None else float("nan"), loss if loss is not None else float("nan"),
-                               0, 0.0, "0x" + info.model_hash.hex(), submitted=info.submissions)
+                               0, 0.0, "0x" + info.model_hash.hex(), submitted=info.submissions,
+                               committee=self._committee_cell(fl, p.attestations, p.disputes),
+                               attestations=p.attestations, disputes=p.disputes)
 
     # ------------------------------------------------------------ output
     def _finish(self, fl: FLContract, spec: ModelSpec, clients: list[Client], attackers: set[int],
@@ -435,13 +538,37 @@ class Federation:
                 stake=fl.client(c.address).stake,
             ))
         final_acc = next((r.accuracy for r in reversed(rows) if r.status == "finalized"), float("nan"))
+        committee = fl.committee()
+        forfeited = sum(int(ev.bondForfeited) for ev in fl.events("ProposalRejected"))
+        disputed = [r.round_id for r in rows if r.status == "disputed"]
+        honest_slashed = [c["address"] for c in client_rows if c["role"] == "honest" and c["slashed"]]
+        committee_data = dict(
+            trusted=committee.trusted, verifiers=list(committee.verifiers),
+            keys=["0x" + k.hex() for k in committee.keys], threshold=committee.threshold,
+            attestation_period=fl.params().attestationPeriod, aggregator_bond=fl.params().aggregatorBond,
+            rogue_aggregator=cfg.rogue_aggregator, rogue_verifier=cfg.rogue_verifier,
+            disputed_rounds=disputed, bond_forfeited=forfeited, honest_clients_slashed=honest_slashed,
+        )
         self.timings.seconds["chain"] = self.timings.seconds.get("chain", 0.0)
         phases = dict(self.timings.seconds)
         phases["other"] = max(0.0, wall - sum(v for k, v in phases.items() if k != "other"))
 
         self.log(report.clients_table(client_rows))
         self.log(report.timing_table(phases, wall))
+        if committee.trusted:
+            committee_line = "none: TRUSTED-AGGREGATOR mode (its proposals applied unchecked)"
+        else:
+            committee_line = (f"{len(committee.verifiers)} verifier(s), threshold {committee.threshold}"
+                              + (f" (verifier 1 rogue: {cfg.rogue_verifier})" if cfg.rogue_verifier else ""))
+            if cfg.rogue_aggregator:
+                committee_line += f"; rogue aggregator ({cfg.rogue_aggregator})"
+            if disputed:
+                where = "to the treasury" if not fl.params().burns_slashes else "burned (no treasury)"
+                committee_line += (f"; round(s) {', '.join(map(str, disputed))} disputed and failed: nothing "
+                                   f"applied, bond {_fmt_eth(forfeited)} forfeited {where}")
+            committee_line += f"; honest clients slashed: {len(honest_slashed)}"
         summary = [
+            f"committee           {committee_line}",
             f"contract            {fl.address} on {network_name()} (chain {chain.chain_id})",
             f"global model hash   0x{final_hash.hex()}",
             f"final accuracy      {final_acc:.4f}" + (f"   centralized baseline {baseline:.4f}   gap {100 * (baseline - final_acc):+.2f} points"
@@ -463,7 +590,8 @@ class Federation:
             final_model_hash="0x" + final_hash.hex(), final_accuracy=final_acc, baseline_accuracy=baseline,
             rounds=[asdict(r) for r in rows], clients=client_rows, timings=phases, wall_seconds=wall,
             treasury=fl.params().treasury, slashed_total=sum(slashes.values()),
-            permissioned=fl.params().permissioned,
+            permissioned=fl.params().permissioned, committee=committee_data,
+            trusted_aggregator=committee.trusted,
             gas_total=self.meter.total, gas_by_function=self.meter.gas, calls_by_function=self.meter.calls,
         )
         report.write_json(self.out / "report.json", data)

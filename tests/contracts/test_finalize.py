@@ -383,9 +383,10 @@ def test_invalid_verdict_non_submitter(fl, three_submitted, stranger, finalize):
         finalize(rejected=["0x0000000000000000000000000000000000000000"])
 
 
-def test_invalid_verdict_duplicates(fl, three_submitted, aggregator):
+def test_invalid_verdict_duplicates(fl, three_submitted, aggregator, chain):
     """Verdict lists are strictly ascending, so a duplicate (or any disorder) is refused."""
     a, b, c, _ = three_submitted
+    set_time(chain, fl.getRound(1).deadline + 1)  # d did not submit: proposable after the deadline only
     lo, hi = ascending([a, b])
     with ape.reverts(fl.VerdictsNotSorted, client=lo):
         propose(fl, 1, MODEL, [lo, hi, lo], sender=aggregator, sort=False)

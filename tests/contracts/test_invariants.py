@@ -468,8 +468,8 @@ class Driver:
                          + ["RoundFailed" if failed else "RoundFinalized"]), names
         digest = self.digest(rid, o)
         proposed = [dict(log.event_arguments) for log in tx.events if log.event_name == "RoundProposed"]
-        assert proposed == [dict(roundId=rid, digest=digest, modelHash=model, rejected=len(rejected),
-                                 excluded=len(excluded), evidenceHash=o["evidenceHash"],
+        assert proposed == [dict(roundId=rid, digest=digest, modelHash=model, rejected=rejected, reasons=reasons,
+                                 excluded=excluded, evidenceHash=o["evidenceHash"],
                                  evidenceLocator=o["evidenceLocator"], modelLocator=o["modelLocator"])]
         r.digest, r.model = digest, model
         slashes = [dict(log.event_arguments) for log in tx.events if log.event_name == "UpdateRejected"]
@@ -633,7 +633,11 @@ class Driver:
         self.tick()
         if which == "expireProposal":
             return self.expect(which, "NotProposed", lambda: fl.expireProposal(rid, sender=sender), roundId=rid)
-        call = lambda: getattr(fl, which)(rid, digest, sender=sender)  # noqa: E731
+        if which == "attest":
+            o = dict(modelHash=r.model if r is not None else ZERO32, rejected=[], reasons=[], excluded=[],
+                     evidenceHash=ZERO32, evidenceLocator="", modelLocator="")
+            return self.expect(which, "NotVerifier", lambda: fl.attest(rid, o, sender=sender), account=sender)
+        call = lambda: fl.dispute(rid, digest, sender=sender)  # noqa: E731
         return self.expect(which, "NotVerifier", call, account=sender)
 
 

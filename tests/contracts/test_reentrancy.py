@@ -142,7 +142,7 @@ def _inner_calls(fl, h1, h3, attacker):
         # Rejects the only update: the round fails and h1's slash goes to the treasury (the attacker).
         "proposeRound": (fl.proposeRound.encode_input(3, outcome(ZERO32, [h1.address])), 0, "ready"),
         # No committee: nobody is a verifier, and no round is ever left Proposed.
-        "attest": (fl.attest.encode_input(2, ZERO32), 0, None),
+        "attest": (fl.attest.encode_input(2, outcome(ZERO32, [])), 0, None),
         "dispute": (fl.dispute.encode_input(2, ZERO32), 0, None),
         "expireProposal": (fl.expireProposal.encode_input(2), 0, None),
         "postBond": (fl.postBond.encode_input(), ETH // 100, None),
