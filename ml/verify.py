@@ -4,8 +4,13 @@ Anyone can run the public checks: the global model blob hashes to the model
 hash on chain, every accepted update's blob is in the store under its
 commitment, the recorded counts and weights add up, each accepted client's
 reward is ``mulDiv(reward, samples, acceptedWeight)`` and each slash is
-``slashBps`` of the client's stake at the time. Whoever holds the aggregator's
-sealing key (the aggregator, or an auditor it gave the key to) can also open
+``slashBps`` of the client's stake at the time. With a committee, the
+proposal's digest is re-derived from its logged outcome and at least m
+verifiers attested it; every rejection is re-checked from the round's public
+evidence (the disclosed content key opens exactly that update, which must fail
+validation with the recorded reason; a forged key is refuted). A disputed
+round is checked to have applied nothing. Whoever holds a sealing key the
+updates were sealed to (the aggregator's or a verifier's) can also open
 the sealed updates and re-compute the aggregation with
 :func:`ml.rounds.compute_round` -- the very code the aggregator ran -- and
 must get the same model hash bit for bit, and the same rejected and excluded
@@ -135,7 +140,13 @@ def verify_round(
                                           "failed rounds have verdicts (and a finalized one a model) to check")
         return rep
     params = fl.params(fresh=True)
+    committee = fl.committee()
+    proposal = fl.proposal(round_id)
+    proposed = fl.proposed_outcome(round_id)
     failed = info.phase == Phase.FAILED
+    if failed and not committee.trusted and proposal.disputes >= committee.disputes_to_fail:
+        return _verify_disputed(rep, fl, store, spec, round_id, info, params, proposal, proposed, chain_id)
+    _check_committee(rep, fl, round_id, committee, proposal, proposed, chain_id)
     fin = fl.events("RoundFailed" if failed else "RoundFinalized", roundId=round_id)
     ev = fin[-1] if fin else None
     if failed:
@@ -274,17 +285,21 @@ def verify_round(
             (f"{len(slashes)} rejected update(s), each slashed {params.slashBps} bps of the stake it had"
              if slashes else "no update rejected, nobody slashed"))
 
-    # -- re-computation from the sealed updates (needs the aggregator's key)
+    # -- every rejection, from its public evidence
+    _check_evidence(rep, fl, store, spec, round_id, info, params, proposed, chain_id, subs, applied=True)
+
+    # -- re-computation from the sealed updates (needs a key they were sealed to)
     if private_key is None:
-        rep.add("re-computation", None, "needs the aggregator's sealing key (--key-file): only the aggregator "
-                                        "or an auditor it trusts can open the sealed updates")
+        rep.add("re-computation", None, "needs a sealing key the updates were sealed to (--key-file): the "
+                                        "aggregator's or a verifier's")
         return rep
     from .rounds import compute_round
     from .sealing import public_key_of
 
-    if public_key_of(private_key) != params.aggregatorKey:
-        rep.add("re-computation", False, f"the key file's public key 0x{public_key_of(private_key).hex()} is not "
-                                         f"the job's aggregator key {_hex(params.aggregatorKey)}")
+    if public_key_of(private_key) not in (params.aggregatorKey, *committee.keys):
+        rep.add("re-computation", False, f"the key file's public key 0x{public_key_of(private_key).hex()} is "
+                                         f"neither the job's aggregator key {_hex(params.aggregatorKey)} nor a "
+                                         "verifier's")
         return rep
     try:
         # The base model, fetched with its published locator first (an IPFS store learns its CID).
@@ -317,4 +332,125 @@ def verify_round(
             if failed else
             f"{strategy} over the {len(comp.valid)} opened update(s) gives {_hex(comp.model_hash)}, bit for bit "
             f"the on-chain model hash{reasons}"))
+    return rep
+
+
+# --------------------------------------------------------------------------- committee and evidence
+
+
+def _check_committee(rep: VerifyReport, fl: FLContract, round_id: int, committee: Any, proposal: Any,
+                     proposed: Any, chain_id: int) -> None:
+    """The proposal's digest re-derived from its logged outcome; m attestations (or trusted mode, said so)."""
+    if proposed is None:
+        rep.add("proposal", False, "no RoundProposed event for this round")
+        return
+    digest = proposed.digest(chain_id, fl.address, round_id)
+    rep.add("proposal digest", digest == proposal.digest,
+            f"keccak of the logged outcome = {_hex(digest)}"
+            + (" = the digest on chain" if digest == proposal.digest else f", the chain has {_hex(proposal.digest)}"))
+    if committee.trusted:
+        rep.add("committee", None, "TRUSTED-AGGREGATOR mode: the job has no verifier committee, so nobody but the "
+                                   "aggregator checked this proposal before it applied")
+        return
+    attested = [v for v in committee.verifiers if fl.vote_of(round_id, v) == 1]
+    info = fl.round(round_id)
+    ok = len(attested) >= committee.threshold or info.phase != Phase.FINALIZED
+    rep.add("committee", ok and proposal.attestations == len(attested),
+            f"{len(attested)} of {len(committee.verifiers)} verifier(s) attested (threshold {committee.threshold}), "
+            f"{proposal.disputes} disputed")
+
+
+def _evidence(store: BlobStore, proposed: Any) -> tuple[Any, str]:
+    from .evidence import Evidence, EvidenceFormatError
+
+    blob, why = _fetch(store, proposed.evidence_hash, proposed.evidence_locator)
+    if blob is None:
+        return None, why
+    try:
+        return Evidence.decode(blob), ""
+    except EvidenceFormatError as exc:
+        return None, str(exc)
+
+
+def _check_evidence(rep: VerifyReport, fl: FLContract, store: BlobStore, spec: ModelSpec, round_id: int, info: Any,
+                    params: Any, proposed: Any, chain_id: int, subs: list, *, applied: bool) -> list[str]:
+    """Re-checks each proposed rejection from the public evidence; returns the refuted ones' lines."""
+    from .evidence import Verdict, check_rejection
+    from .rounds import round_recipients, validation_reason
+    from .sealing import SealContext
+
+    name = "rejection evidence"
+    if proposed is None or not proposed.rejected:
+        rep.add(name, None if proposed is None else proposed.evidence_hash == ZERO32,
+                "no rejection to check" if proposed is None or proposed.evidence_hash == ZERO32
+                else "an evidence hash is recorded although nobody is rejected")
+        return []
+    ev, why = _evidence(store, proposed)
+    if ev is None:
+        rep.add(name, False, f"the evidence blob {_hex(proposed.evidence_hash)}: {why}")
+        return []
+    if ev.round_id != round_id:
+        rep.add(name, False, f"the evidence blob is for round {ev.round_id}")
+        return []
+    base_blob, why = _fetch(store, info.base_model_hash, None)
+    if base_blob is None:
+        rep.add(name, False, f"the base model {_hex(info.base_model_hash)}: {why}")
+        return []
+    base = codec.decode(base_blob, spec)
+    by_client = {s.client: s for s in subs}
+    recipients = round_recipients(fl)
+    lines, refuted, private = [], [], 0
+    for client, code in zip(proposed.rejected, proposed.reasons):
+        rec = ev.for_client(client)
+        if rec is None or rec.code != code:
+            refuted.append(f"{client}: {'no evidence' if rec is None else 'evidence says ' + rec.reason}")
+            continue
+        sub = by_client.get(client)
+        blob = None
+        if sub is not None:
+            blob, _ = _fetch(store, sub.commitment, sub.locator)
+        ctx = SealContext(chain_id=chain_id, contract=fl.address, round_id=round_id, client=client)
+        check = check_rejection(rec, blob, ctx, lambda p: validation_reason(p, spec, base, params.norm_bound),
+                                recipients=recipients)
+        if check.verdict is Verdict.REFUTED:
+            refuted.append(f"{client}: {check.explanation}")
+        elif check.verdict is Verdict.NOT_PUBLIC:
+            private += 1
+            lines.append(f"{client}: {check.explanation}")
+        else:
+            lines.append(f"{client}: {check.explanation}")
+    confirmed = len(proposed.rejected) - len(refuted) - private
+    rep.add(name, not refuted if applied else None,
+            ("REFUTED " + "; ".join(refuted) + ("; " if lines else "") if refuted else "")
+            + f"{confirmed} confirmed from public data, {private} checkable by the verifiers only"
+            + (": " + "; ".join(lines) if lines else ""))
+    return refuted
+
+
+def _verify_disputed(rep: VerifyReport, fl: FLContract, store: BlobStore, spec: ModelSpec, round_id: int,
+                     info: Any, params: Any, proposal: Any, proposed: Any, chain_id: int) -> VerifyReport:
+    """A proposal the committee disputed: the round failed, nothing applied, the bond forfeited."""
+    committee = fl.committee()
+    rep.add("round disputed", True,
+            f"{proposal.disputes} of {len(committee.verifiers)} verifier(s) disputed the proposal (it takes "
+            f"{committee.disputes_to_fail}); the round failed with nothing applied")
+    subs = fl.submissions(round_id)
+    statuses = {s.client: fl.update(round_id, s.client).status for s in subs}
+    applied = [c for c, st in statuses.items() if st != UpdateStatus.SUBMITTED]
+    slashes = fl.events("UpdateRejected", roundId=round_id)
+    rep.add("nothing applied", not applied and not slashes and info.model_hash == ZERO32 and info.reward == 0,
+            "no slash, no exclusion, no model, no reward" if not applied and not slashes else
+            f"verdicts applied to {applied} despite the dispute")
+    forfeits = fl.events("ProposalRejected", roundId=round_id)
+    rep.add("bond forfeited", bool(forfeits),
+            f"{int(forfeits[-1].bondForfeited)} wei of {forfeits[-1].aggregator}'s bond to "
+            + ("the treasury" if not params.burns_slashes else "nobody (burned)") if forfeits
+            else "no ProposalRejected event")
+    if proposed is not None:
+        digest = proposed.digest(chain_id, fl.address, round_id)
+        rep.add("proposal digest", digest == proposal.digest, f"keccak of the logged outcome = {_hex(digest)}")
+        refuted = _check_evidence(rep, fl, store, spec, round_id, info, params, proposed, chain_id, subs,
+                                  applied=False)
+        if refuted:
+            rep.add("why it was disputed", True, "the proposal's own evidence is refuted: " + "; ".join(refuted))
     return rep

@@ -41,6 +41,12 @@ from ml.parties import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, DEFAULT_STORE, STR
               help="Aggregation strategy, recorded for verify_round [fedavg]")
 @click.option("--trim-beta", type=float, help="trimmed_mean: fraction trimmed at each end [0.2]")
 @click.option("--krum-f", type=int, help="krum/multi_krum: Byzantine clients tolerated [1]")
+@click.option("--verifier", "verifier", multiple=True,
+              help="A committee member as ADDRESS:KEY (its account and X25519 public key, which `ape run verifier "
+                   "--show-key` prints); repeat for each. None = trusted-aggregator mode (for demos)")
+@click.option("--threshold", type=int, help="m: matching attestations that apply a proposal [majority of verifiers]")
+@click.option("--attestation-period", help="Time the committee has to decide on a proposal (600, 10m) [10m]")
+@click.option("--aggregator-bond", help="ETH the aggregator bonds to propose; a disputed proposal forfeits it [0.1]")
 @click.option("--aggregator", "aggregator_address", help="Address given the aggregator role [the deploying account]")
 @click.option("--aggregator-key-file", type=click.Path(dir_okay=False, path_type=Path),
               help=f"The aggregator's sealing key: used if the file exists, generated into it (mode 0600) if not "
@@ -88,6 +94,10 @@ def cli(account, config_file, aggregator_address, aggregator_key_file, store, de
                            f"{p['slashBps']} bps"),
         ("norm bound", f"{p['normBound'] / 1e6:g}" if p["normBound"] else "none"),
         ("strategy", f"{dep.extra['strategy']} {dep.extra['strategy_params'] or ''}".strip()),
+        ("committee", (f"{len(dep.extra['committee']['verifiers'])} verifier(s), threshold "
+                       f"{dep.extra['committee']['threshold']}, attestation period {p['attestationPeriod']} s, "
+                       f"aggregator bond {fmt_eth(p['aggregatorBond'])}") if dep.extra["committee"]["verifiers"]
+         else "none: TRUSTED-AGGREGATOR mode (proposals apply unchecked; add --verifier ADDRESS:KEY)"),
         ("aggregator key", f"public {p['aggregatorKey']}; private key "
                            + ("generated into " if res.key_generated else "read from ") + f"{res.key_file}"),
         ("deployments file", str(deployments)),
@@ -105,4 +115,6 @@ def cli(account, config_file, aggregator_address, aggregator_key_file, store, de
                f"--eval-data data/eval.npz --deployments {deployments}\n"
                f"  ape run client --network {net} --account <client> --data data/client-0.npz "
                f"--deployments {deployments}\n"
-               f"  ape run verify_round 1 --network {net} --deployments {deployments}")
+               + "".join(f"  ape run verifier --network {net} --account <verifier {v[:10]}…> --key-file <its key> "
+                         f"--deployments {deployments}\n" for v in dep.extra["committee"]["verifiers"])
+               + f"  ape run verify_round 1 --network {net} --deployments {deployments}")

@@ -1,4 +1,4 @@
-"""The parties of a real federation, one process each: deploy, aggregator, client.
+"""The parties of a real federation, one process each: deploy, aggregator, client, verifier.
 
 `ml.parties.federation` plays every party in one process on a dev chain. Here each
 party is its own long-running process, possibly on its own machine, that meets
@@ -14,6 +14,8 @@ the others only on the chain and in the update store:
 * :class:`ClientParty` (``ape run client``): register if needed, wait for an
   open round it has not submitted to, train on its own ``.npz``, submit, claim
   its rewards and withdraw them, repeat.
+* :class:`VerifierParty` (``ape run verifier``): a committee member; for each proposal,
+  re-compute the round with its own key, check the evidence, attest or dispute.
 * :func:`split_dataset` (``python -m ml.parties.split``): per-client ``.npz`` files
   and the aggregator's evaluation set, from a dataset and a partition.
 
@@ -75,6 +77,12 @@ from .client import (  # noqa: F401 - the package's API
     Client,
     ClientOptions,
     ClientParty,
+)
+from .verifier import (  # noqa: F401 - the package's API
+    Decision,
+    Verifier,
+    VerifierOptions,
+    VerifierParty,
 )
 from .split import (  # noqa: F401 - the package's API
     split_dataset,

@@ -14,6 +14,7 @@ from eth_utils import to_checksum_address
 from .. import aggregation, codec
 from ..chain import (
     ChainError,
+    Committee,
     Deployment,
     FLContract,
     JobParams,
@@ -61,6 +62,38 @@ class DeployConfig:
     treasury: str = ZERO_ADDRESS  # receives slashed stake; the zero address burns it
     permissioned: bool = False  # clients need a registrar's admission with a sample allowance
     admin_delay: int = DEFAULT_ADMIN_DELAY  # seconds before a nominated admin may accept the role
+    verifiers: list[str] = field(default_factory=list)  # "ADDRESS:0xX25519KEY" per committee member
+    threshold: int = 0  # m; 0 = a majority of the verifiers (k // 2 + 1)
+    attestation_period: int = 600  # seconds the committee has to decide on a proposal
+    aggregator_bond: int = WEI // 10  # wei the aggregator bonds to propose (with a committee)
+
+    def committee(self) -> Committee:
+        """The committee from the ``ADDRESS:KEY`` entries (checked); empty = trusted-aggregator mode."""
+        from eth_utils import is_address
+
+        addresses, keys = [], []
+        for entry in self.verifiers:
+            addr, sep, key = str(entry).partition(":")
+            if not sep or not is_address(addr.strip()):
+                raise PartyError(f"--verifier {entry!r}: write ADDRESS:KEY (the verifier's account, a colon, its "
+                                 "X25519 public key as 0x + 64 hex digits; `ape run verifier --show-key` prints it)")
+            try:
+                raw = bytes.fromhex(key.strip().removeprefix("0x"))
+            except ValueError:
+                raw = b""
+            if len(raw) != 32 or raw == bytes(32):
+                raise PartyError(f"--verifier {entry!r}: the key must be 32 bytes, 0x + 64 hex digits, not zero")
+            addresses.append(to_checksum_address(addr.strip()))
+            keys.append(raw)
+        if len(set(addresses)) != len(addresses):
+            raise PartyError("a verifier is listed twice")
+        k = len(addresses)
+        m = self.threshold or (k // 2 + 1 if k else 0)
+        if k and not 1 <= m <= k:
+            raise PartyError(f"threshold must be in 1..{k} (the number of verifiers), got {self.threshold}")
+        if not k and self.threshold:
+            raise PartyError("threshold without verifiers: give each one with --verifier ADDRESS:KEY")
+        return Committee(tuple(addresses), tuple(keys), m)
 
     def check(self) -> None:
         if self.quorum < 1:
@@ -93,6 +126,11 @@ class DeployConfig:
             raise PartyError(f"arch must be one of {', '.join(ARCHS)}")
         if self.strategy not in STRATEGIES:
             raise PartyError(f"strategy must be one of {', '.join(STRATEGIES)}")
+        if self.attestation_period < 1:
+            raise PartyError("attestation_period must be at least 1 s")
+        if self.aggregator_bond < 0:
+            raise PartyError("aggregator_bond must be >= 0")
+        self.committee()
 
     def job_params(self, spec: ModelSpec, initial_hash: bytes, aggregator_key: bytes) -> JobParams:
         return JobParams(
@@ -102,12 +140,14 @@ class DeployConfig:
             normBound=int(round(self.norm_bound * 1e6)), modelSpecHash=spec.hash(),
             initialModelHash=initial_hash, aggregatorKey=aggregator_key,
             treasury=to_checksum_address(self.treasury), permissioned=self.permissioned,
+            attestationPeriod=self.attestation_period,
+            aggregatorBond=self.aggregator_bond if self.verifiers else 0,
         )
 
 
-_ETH_FIELDS = {"min_stake", "reward", "fund"}
-_DURATION_FIELDS = {"unbonding", "submission_period", "grace", "admin_delay"}
-_INT_FIELDS = {"quorum", "cap", "max_samples", "slash_bps", "seed"}
+_ETH_FIELDS = {"min_stake", "reward", "fund", "aggregator_bond"}
+_DURATION_FIELDS = {"unbonding", "submission_period", "grace", "admin_delay", "attestation_period"}
+_INT_FIELDS = {"quorum", "cap", "max_samples", "slash_bps", "seed", "threshold"}
 # Shorthands for strategy parameters, as `ape run federated_round` names them.
 _STRATEGY_SHORTHANDS = {"trim_beta": "beta", "krum_f": "f", "krum_m": "m"}
 
@@ -149,6 +189,11 @@ def make_deploy_config(*sources: dict[str, Any]) -> DeployConfig:
             if value is None:
                 continue
             key = str(raw_key).replace("-", "_")
+            if key in ("verifier", "verifiers"):
+                items = [value] if isinstance(value, str) else list(value)
+                if items:
+                    values["verifiers"] = [str(x) for x in items]
+                continue
             if key in _STRATEGY_SHORTHANDS:
                 strategy_params[_STRATEGY_SHORTHANDS[key]] = value
                 continue
@@ -316,7 +361,12 @@ def deploy_job(account: Any, cfg: DeployConfig, *, aggregator: str | None = None
     ensure_funds(account, cfg.fund, "deploying and funding the rewards")
     log(f"deploying from {account.address}: {spec.arch} for {cfg.dataset} ({num_params(spec):,} parameters), "
         f"initial model 0x{initial_hash.hex()[:10]}… in {blob_store}")
-    fl = FLContract.deploy(account, params, str(account.address), aggregator, admin_delay=cfg.admin_delay)
+    committee = cfg.committee()
+    if aggregator in committee.verifiers:
+        raise PartyError(f"{aggregator} is both the aggregator and a verifier: the committee checks the aggregator, "
+                         "so they must be different accounts")
+    fl = FLContract.deploy(account, params, str(account.address), aggregator, admin_delay=cfg.admin_delay,
+                           committee=committee)
     if cfg.fund:
         fl.fund(account, cfg.fund)
     dep = Deployment(
@@ -327,6 +377,8 @@ def deploy_job(account: Any, cfg: DeployConfig, *, aggregator: str | None = None
             seed=cfg.seed, store=str(store), initial_model_locator=initial_locator,
             aggregator_public_key="0x" + public.hex(), model_spec_hash=spec.hash_hex(),
             num_params=num_params(spec), funded=cfg.fund, deployed_at=int(time.time()),
+            committee=dict(verifiers=list(committee.verifiers), keys=["0x" + k.hex() for k in committee.keys],
+                           threshold=committee.threshold),
         ),
     )
     save_deployment(dep_path, dep)

@@ -220,6 +220,22 @@ def _job_parts(res, accounts):
     ds = load_dataset("digits", seed=1)
     agg = Aggregator(accounts[1], fl, store, load_private_key(res.out / "aggregator.key"), spec, None, None,
                      chain_id=res.chain_id)
+    from ml.parties.verifier import Verifier
+
+    n = len(res.clients)
+    verifiers = [Verifier(accounts[2 + n + i], fl, store, load_private_key(res.out / f"verifier-{i + 1}.key"), spec,
+                          chain_id=res.chain_id) for i in range(len(fl.committee().verifiers))]
+
+    def propose(r: int):
+        """The aggregator proposes, each verifier decides and votes, the outcome settles."""
+        outcome = agg.propose(r)
+        for v in verifiers:
+            if outcome.status == "proposed" and fl.round(r).phase.name == "PROPOSED":
+                d = v.decide_and_vote(r)
+                assert d.vote == "attest", d.line()
+        return agg.settle(outcome)
+
+    agg.propose_and_settle = propose
 
     def client(i: int, n: int = 60) -> Client:
         sl = slice(i * n, (i + 1) * n)
@@ -247,7 +263,7 @@ def test_m2_a_copied_commitment_is_rejected_as_the_copiers_and_the_victim_is_acc
     victim._submit(r, base, commitment, locator, 60)  # used to revert CommitmentAlreadyUsed
     client(2).participate(r)
     stake = fl.client(copier.address).stake
-    outcome = agg.propose(r)
+    outcome = agg.propose_and_settle(r)
     assert outcome.status == "finalized"
     assert {x.client: x.reason for x in outcome.rejected} == {copier.address: "cannot_open"}
     assert fl.update(r, victim.address).status == UpdateStatus.SUBMITTED
@@ -272,7 +288,8 @@ def test_m2_a_client_whose_commitment_was_used_reseals_and_resubmits(tmp_path, a
     assert commitment != mine.commitment
     assert fl.update(r, c.address).commitment == commitment
     client(1).participate(r)
-    outcome = agg.propose(r)
+    outcome = agg.propose_and_settle(r)
+    assert outcome.status == "finalized"
     assert c.address in outcome.accepted and not outcome.rejected
     assert fl.update(r, c.address).status == UpdateStatus.SUBMITTED
 
