@@ -12,7 +12,8 @@ from ml.parties import DEFAULT_DEPLOYMENTS, PartyError, user_errors
 @click.command(cls=ConnectedProviderCommand, short_help="Re-check finalized rounds")
 @click.argument("rounds", nargs=-1, required=True)
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The aggregator's sealing key: also open the sealed updates and re-compute the aggregation")
+              help="A sealing key the updates were sealed to (the aggregator's or a verifier's): also open the "
+                   "sealed updates and re-compute the aggregation")
 @click.option("--store", help="Update store: a folder or an IPFS API URL [the one recorded by deploy]")
 @click.option("--deployments", type=click.Path(dir_okay=False, path_type=Path), default=Path(DEFAULT_DEPLOYMENTS),
               show_default=True, help="Deployments file written by `ape run deploy`")
@@ -20,8 +21,10 @@ from ml.parties import DEFAULT_DEPLOYMENTS, PartyError, user_errors
 def cli(rounds, key_file, store, deployments, as_json):
     """Re-check each ROUND (a number, or `all` for every finalized round): the global model blob
     matches its on-chain hash, every accepted commitment has its blob, weights, rewards and slashes
-    match the recorded statuses; with --key-file, also re-compute the aggregation from the sealed
-    updates and compare the model hash bit for bit.
+    match the recorded statuses, the committee attested the proposal's digest, and every rejection
+    checks out from its public evidence (the disclosed key opens that one update, which fails with
+    the recorded reason); a disputed round applied nothing. With --key-file, also re-compute the
+    aggregation from the sealed updates and compare the model hash bit for bit.
 
     Exit status 0 when every round checks out, 1 when one does not (the table says what and why)."""
     from ape.logging import logger

@@ -335,6 +335,9 @@ class AggregatorParty:
         else:  # pragma: no cover
             return
         if outcome.status == "proposed":
+            c = fl.committee()
+            self.log(f"round {r} proposed (digest {short(fl.proposal(r).digest)}): waiting for the committee "
+                     f"({c.threshold} of {len(c.verifiers)} verifier(s) must attest)")
             self._await_committee(r)
             self.agg.settle(outcome)
         seconds = None if started is None else time.monotonic() - started

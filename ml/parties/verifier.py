@@ -298,11 +298,21 @@ class VerifierParty:
             r = self._pending()
             if r is None:
                 cur = fl.current_round()
-                if announced[0] != cur:
-                    announced[0] = cur
-                    self.log(f"waiting for a proposal (current round {cur or '-'})")
-                self.stop.wait_for(lambda: self._pending() is not None or self._done(), math.inf,
-                                   self.opts.poll, self.opts.max_poll)
+                state = (cur, fl.round(cur).phase if cur else None)
+                if announced[0] != state:
+                    announced[0] = state
+                    if cur and state[1] == Phase.OPEN:
+                        self.log(f"round {cur} is open: waiting for its proposal")
+                    else:
+                        self.log(f"waiting for the next round's proposal (round {cur or '-'} is "
+                                 f"{state[1].name.lower() if cur else 'not started'})")
+
+                def changed() -> bool:
+                    c = fl.current_round()
+                    return self._pending() is not None or self._done() or \
+                        (c, fl.round(c).phase if c else None) != state
+
+                self.stop.wait_for(changed, math.inf, self.opts.poll, self.opts.max_poll)
                 return None
             t0 = time.monotonic()
             decision = self.verifier.decide_and_vote(r)

@@ -33,23 +33,52 @@ def _verify(parties, name, *args):
 
 
 def test_separate_processes_two_rounds_verified(tmp_path, parties):
-    """deploy -> aggregator + 3 clients (encrypted accounts, autosign) -> 2 rounds -> verify_round; tampering fails."""
+    """deploy -> aggregator + 2 verifiers + 3 clients (encrypted accounts, autosign) -> 2 rounds, a verifier
+    killed mid-round and restarted -> verify_round (no key, and a verifier's key); tampering fails."""
     data, config, deployments, store, key = _job_files(tmp_path)
     parties.import_accounts({"fl_admin": 0, "fl_aggregator": 1, "fl_client_0": 2, "fl_client_1": 3,
-                             "fl_client_2": 4})
+                             "fl_client_2": 4, "fl_verifier_0": 5, "fl_verifier_1": 6})
     common = ["--network", NETWORK, "--deployments", deployments]
 
+    # Each verifier makes its own key and hands ADDRESS:KEY to the deployer.
+    vkeys = [tmp_path / f"verifier-{i}.key" for i in range(2)]
+    shows = [parties.start(f"show-key{i}", "run", "verifier", "--network", NETWORK, "--account", f"fl_verifier_{i}",
+                           "--key-file", vkeys[i], "--show-key") for i in range(2)]
+    assert [p.wait(120) for p in shows] == [0, 0], [p.text() for p in shows]
+    members = [re.search(r"(0x[0-9a-fA-F]{40}:0x[0-9a-f]{64})", p.text()).group(1) for p in shows]
+    assert [m.split(":")[0] for m in members] == [address_of(5), address_of(6)]
+    assert stat.S_IMODE(vkeys[0].stat().st_mode) == 0o600
+
     rc, out = parties.run("deploy", "run", "deploy", *common, "--account", "fl_admin", "--config", config,
-                          "--aggregator", address_of(1), "--aggregator-key-file", key, "--store", store)
+                          "--aggregator", address_of(1), "--aggregator-key-file", key, "--store", store,
+                          "--verifier", members[0], "--verifier", members[1], "--threshold", "2")
     assert rc == 0, out
+    assert "2 verifier(s), threshold 2" in out
     assert "generated into" in out
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert key.read_text().strip()[2:] not in out  # the private key is never printed
 
     agg = parties.start("aggregator", "run", "aggregator", *common, "--account", "fl_aggregator",
                         "--key-file", key, "--eval-data", data["eval"], "--min-clients", "3", "--poll", "1")
+    def verifier(i, name):
+        return parties.start(name, "run", "verifier", *common, "--account", f"fl_verifier_{i}",
+                             "--key-file", vkeys[i], "--rounds", "2", "--poll", "1")
+
+    v0, v1 = verifier(0, "verifier0"), verifier(1, "verifier1")
     clients = [parties.start(f"client{i}", "run", "client", *common, "--account", f"fl_client_{i}",
                              "--data", data["clients"][i], "--rounds", "2", "--poll", "1") for i in range(3)]
+    # Verifier 0 dies while round 1 is open; the proposal waits for it (2 of 2 must attest).
+    v0.wait_for(r"round 1 is open: waiting for its proposal")
+    v0.kill()
+    agg.wait_for(r"round 1 proposed \(digest 0x[0-9a-f]+…?\): waiting for the committee")
+    v1.wait_for(r"round 1: attests")
+    assert "round 1 finalized" not in agg.text()
+    v0b = verifier(0, "verifier0-restart")
+    v0b.wait_for(r"round 1: attests")
+    agg.wait_for(r"round 1 finalized: 3 accepted")
+    for v in (v0b, v1):
+        assert v.wait(240) == 0, v.text()
+        assert "round 2: attests" in v.text() and "exiting: round 2 is closed" in v.text()
     for c in clients:
         assert c.wait(240) == 0, c.text()
         text = c.text()
@@ -77,12 +106,15 @@ def test_separate_processes_two_rounds_verified(tmp_path, parties):
     checks = [
         _verify(parties, "verify", "1", "2", "--deployments", deployments, "--key-file", key),
         _verify(parties, "verify-tampered", "2", "--deployments", deployments, "--store", tampered),
+        _verify(parties, "verify-verifier-key", "all", "--deployments", deployments, "--key-file", vkeys[1]),
     ]
     rcs = [p.wait(120) for p in checks]
-    good, bad = (p.text() for p in checks)
+    good, bad, by_verifier = (p.text() for p in checks)
     assert rcs[0] == 0, good
-    assert "round 1 checks out: 10 check(s) passed, 0 skipped" in good
-    assert "round 2 checks out: 10 check(s) passed, 0 skipped" in good
+    assert re.search(r"round 1 checks out: 1[0-9] check\(s\) passed, 0 skipped", good), good
+    assert re.search(r"round 2 checks out: 1[0-9] check\(s\) passed, 0 skipped", good), good
+    assert "2 of 2 verifier(s) attested" in " ".join(re.sub("[│┃]", " ", good).split())
+    assert rcs[2] == 0 and "round 2 checks out" in by_verifier, by_verifier
     assert rcs[1] == 1, bad
     assert "round 2 does NOT check out: 1 check(s) failed (global model blob)" in bad
     assert "altered after it was published" in " ".join(re.sub("[│┃]", " ", bad).split())
