@@ -129,3 +129,13 @@ def test_walkthrough_runs(tmp_path, monkeypatch):
     assert any(c["name"] == "re-computation" and c["status"] == "pass" for c in verification[0]["checks"])
     assert summary["wrong_strategy_detected"]
     assert "does NOT check out" in _stdout(cells["negative"])
+
+    # The committee: every round of the main run attested; the rogue aggregator's round 2 disputed,
+    # nothing applied, nobody honest slashed, the bond forfeited, and the failed round checks out publicly.
+    assert [r["status"] for r in summary["rogue_rounds"]] == ["finalized", "disputed", "finalized"]
+    assert summary["rogue_committee"]["disputed_rounds"] == [2]
+    assert summary["rogue_committee"]["honest_clients_slashed"] == []
+    assert summary["rogue_committee"]["bond_forfeited"] > 0
+    assert summary["rogue_verified"]
+    assert summary["rogue_claim_refuted"]
+    assert "round 2 checks out" in _stdout(cells["rogue-verify"])
