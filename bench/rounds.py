@@ -6,6 +6,9 @@
   round split into training, evaluation, encode+seal+store, chain transactions
   and aggregation; overhead ratio = (round time - training - evaluation) / round time.
 - scale: 10, 50 and 100 clients per round on Anvil: round time and gas per round.
+- committee: 10 clients, 5 rounds, trusted mode against 2 verifiers (m = 2) and 3
+  (m = 2), on the embedded chain and Anvil: round time and its ratio to trusted
+  mode, gas per round; the bytes a seal adds per recipient.
 - robustness: 10 clients with 0 to 4 attackers of each kind, for each strategy:
   final accuracy, attackers rejected (slashed) or excluded, honest clients
   wrongly excluded.
@@ -86,6 +89,45 @@ def scale(quick: bool) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def seal_overhead() -> dict[str, int]:
+    """Bytes a sealed blob adds per recipient (the same plaintext sealed to 1, 2 and 4 keys)."""
+    from ml.sealing import SealContext, generate_keypair, seal
+
+    plain = bytes(10_000)
+    ctx = SealContext(chain_id=1, contract="0x" + "11" * 20, round_id=1, client="0x" + "22" * 20)
+    keys = [generate_keypair().public for _ in range(4)]
+    sizes = {n: len(seal(plain, keys[:n], ctx)) for n in (1, 2, 4)}
+    return dict(plaintext=len(plain), sealed_1=sizes[1], sealed_2=sizes[2], sealed_4=sizes[4],
+                per_recipient=(sizes[4] - sizes[1]) // 3, fixed=sizes[1] - len(plain))
+
+
+def committee(quick: bool) -> dict[str, Any]:
+    """Round time with the committee against without it, same workload and seed, in one run."""
+    rows = []
+    nets = [("embedded", "ethereum:local:test")] + ([] if quick else [("anvil", "ethereum:local:foundry")])
+    modes = [(0, 0), (2, 2)] + ([] if quick else [(3, 2)])
+    _run("ethereum:local:test", clients=2, rounds=1, verifiers=0)  # warm TensorFlow up
+    for label, net in nets:
+        base = None
+        for k, m in modes:
+            res = _run(net, clients=4 if quick else 10, rounds=2 if quick else 5, verifiers=k, threshold=m or 1)
+            per_round = [r for r in res.rows if r.status == "finalized"]
+            sec = sum(r.seconds for r in per_round) / len(per_round)
+            if base is None:
+                base = (sec, res.final_model_hash)
+            rows.append(dict(
+                chain=label, committee="trusted (k=0)" if not k else f"k={k}, m={m}", round_seconds=sec,
+                ratio_to_trusted=sec / base[0],
+                chain_s=sum(r.phases.get("chain", 0.0) for r in per_round) / len(per_round),
+                aggregation_s=sum(r.phases.get("aggregation", 0.0) for r in per_round) / len(per_round),
+                gas_per_round=sum(r.gas for r in per_round) / len(per_round),
+                same_model_as_trusted=res.final_model_hash == base[1],
+            ))
+    return {"rows": rows, "seal": seal_overhead(),
+            "note": "the verifiers run in the federation's process, one after another: each re-opens, "
+                    "re-validates and re-aggregates every update and sends one transaction"}
+
+
 ONLY_STRATEGIES: list[str] = []  # --strategy: rerun robustness for some strategies only
 PARTIAL: Path | None = None  # where robustness writes its rows as they come (a long part)
 
@@ -133,7 +175,7 @@ def _honest_excluded(res) -> int:
     return sum(c["excluded"] for c in res.clients if c["role"] == "honest")
 
 
-PARTS = {"overhead": overhead, "scale": scale, "robustness": robustness}
+PARTS = {"overhead": overhead, "scale": scale, "committee": committee, "robustness": robustness}
 
 
 def _table(title: str, rows: list[dict[str, Any]]) -> Table:

@@ -45,6 +45,16 @@ def test_rounds_quick(tmp_path):
         assert 0 < r["overhead_ratio"] < 1 and r["gas_per_round"] > 0
     # The chain does the same work whatever runs it: gas per round is the same on both.
     assert abs(over[0]["gas_per_round"] - over[1]["gas_per_round"]) / over[0]["gas_per_round"] < 0.01
+    committee = json.loads((tmp_path / "rounds_committee_quick.json").read_text())
+    assert [r["committee"] for r in committee["rows"]] == ["trusted (k=0)", "k=2, m=2"]
+    # the committee attests the very outcome the aggregator computed: the same model bit for bit
+    assert all(r["same_model_as_trusted"] for r in committee["rows"])
+    assert committee["rows"][1]["gas_per_round"] > committee["rows"][0]["gas_per_round"]
+    from ml.sealing import sealed_overhead
+
+    seal = committee["seal"]  # measured on real blobs, against the format's own arithmetic
+    assert seal["per_recipient"] == sealed_overhead(2) - sealed_overhead(1) == 80
+    assert seal["sealed_1"] - seal["plaintext"] == sealed_overhead(1)
     robust = json.loads((tmp_path / "rounds_robustness_quick.json").read_text())["rows"]
     nan = [r for r in robust if r["attack"] == "nan"]
     assert nan and all(r["rejected"] == r["attackers"] for r in nan)
