@@ -5,6 +5,18 @@ import click
 from ape.cli import ConnectedProviderCommand, account_option
 
 from ml.parties import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, Log
+from ml.rogue import ROGUE_AGGREGATOR_MODES
+
+
+def _rounds(text: str) -> tuple[int, ...] | None:
+    text = text.strip().lower()
+    if text == "all":
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: write round numbers separated by commas (1,3) or 'all'",
+                                 param_hint="--rogue-rounds") from None
 
 
 @click.command(cls=ConnectedProviderCommand, short_help="Run the aggregator of a deployed job")
@@ -28,7 +40,13 @@ from ml.parties import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, Log
               help="Seconds to wait for every active client before --advance-time moves time")
 @click.option("--poll", type=float, default=5.0, show_default=True,
               help="Longest pause between two looks at the chain (polling backs off from 0.5 s to this)")
-def cli(account, key_file, eval_data, store, deployments, rounds, min_clients, advance_time, patience, poll):
+@click.option("--rogue-aggregator", type=click.Choice(ROGUE_AGGREGATOR_MODES), default=None,
+              help="Demo: behave maliciously (slash_honest, wrong_model, exclude_honest) to see the committee "
+                   "dispute the proposal and the bond forfeited; needs a job with verifiers")
+@click.option("--rogue-rounds", default="all", show_default=True,
+              help="With --rogue-aggregator: the rounds to cheat in, as a list (1,3) or 'all'")
+def cli(account, key_file, eval_data, store, deployments, rounds, min_clients, advance_time, patience, poll,
+        rogue_aggregator, rogue_rounds):
     """Run rounds of a deployed job: start a round, wait until every active client submitted (or the
     deadline), open and check the sealed updates, aggregate, publish the global model, finalize. Stops
     after --rounds, or on Ctrl-C / SIGTERM (exit 0); run it again to continue where it stopped."""
@@ -47,7 +65,8 @@ def cli(account, key_file, eval_data, store, deployments, rounds, min_clients, a
         return AggregatorParty(
             account, job, load_private_key(key_file),
             AggregatorOptions(rounds=rounds, min_clients=min_clients, advance_time=advance_time,
-                              patience=patience, max_poll=poll),
+                              patience=patience, max_poll=poll, rogue=rogue_aggregator,
+                              rogue_rounds=_rounds(rogue_rounds)),
             eval_data=load_npz(eval_data, "--eval-data") if eval_data else None, stop=stop, log=log,
         )
 

@@ -175,6 +175,8 @@ class AggregatorOptions:
     patience: float = 60.0  # seconds of real time to wait for every active client (with advance_time)
     poll: float = 0.5
     max_poll: float = 5.0
+    rogue: str | None = None  # a simulated malicious aggregator (ml.rogue.ROGUE_AGGREGATOR_MODES), for demos
+    rogue_rounds: tuple[int, ...] | None = None  # the rounds it cheats in (None: every round)
 
 
 @dataclass
@@ -218,7 +220,11 @@ class AggregatorParty:
         if x is not None:
             check_data_fits(x, y, job.spec, "--eval-data")
         self.agg = Aggregator(account, fl, job.store, private_key, job.spec, x, y, chain_id=job.chain_id,
-                              strategy=job.strategy, strategy_params=job.strategy_params)
+                              strategy=job.strategy, strategy_params=job.strategy_params, rogue=opts.rogue,
+                              rogue_rounds=opts.rogue_rounds, log=self.log)
+        if opts.rogue and fl.committee().trusted:
+            raise PartyError("--rogue-aggregator needs a job with a verifier committee to catch it; this job is in "
+                             "trusted-aggregator mode, where a rogue proposal would simply apply")
         self.records: list[RoundRecord] = []
 
     # -- helpers
@@ -257,8 +263,12 @@ class AggregatorParty:
         """Runs rounds until --rounds are closed or a stop request; returns why it stopped."""
         fl = self.job.fl
         strategy = self.job.strategy + (f" {self.job.strategy_params}" if self.job.strategy_params else "")
+        c = fl.committee()
         self.log(f"job {fl.address} on {self.job.network} (chain {self.job.chain_id}); strategy {strategy}; "
-                 f"store {self.job.store}")
+                 f"store {self.job.store}; "
+                 + (f"committee of {len(c.verifiers)} verifier(s), threshold {c.threshold}" if not c.trusted else
+                    "TRUSTED-AGGREGATOR mode (no committee: proposals apply unchecked)")
+                 + (f"; ROGUE: {self.opts.rogue}" if self.opts.rogue else ""))
         if self.agg.x_eval is not None:
             from ..models import import_keras
 
