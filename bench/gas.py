@@ -254,9 +254,10 @@ class Bench:
             for x in group[1:]:  # the slashed ones top up, to submit again
                 fl.topUp(sender=x, value=MIN_STAKE - fl.getClient(x).stake)
             print(f"  committee {n_rej} rejected: {time.time() - t0:.1f}s", file=sys.stderr)
-        # Failed by the (k - m + 1)-th dispute: the bond is forfeited to the treasury. From here on only
-        # cl[0] can submit (the others were slashed below the minimum stake), so it alone is all in.
+        # Failed by the (k - m + 1)-th dispute: the bond is forfeited to the treasury. Only cl[0] submits,
+        # so the round is proposable after its deadline.
         rid, _ = self.round_with(fl, cl[:1])
+        self.past(fl.getRound(rid).deadline)
         self.propose(fl, rid, model)
         for j in range(k - m + 1):
             tx = fl.dispute(rid, b"\x66" * 32, sender=verifiers[j])
@@ -266,6 +267,7 @@ class Bench:
         assert fl.getRound(rid).phase == 4  # Failed
         # Nobody votes: after the attestation period anyone cancels the round.
         rid, _ = self.round_with(fl, cl[:1])
+        self.past(fl.getRound(rid).deadline)
         self.propose(fl, rid, model)
         self.past(fl.getProposal(rid).proposedAt + PARAMS["attestationPeriod"])
         self.record(s, "expireProposal", fl.expireProposal(rid, sender=self.funder), "nobody voted: Cancelled")
