@@ -390,7 +390,7 @@ def test_invalid_verdict_duplicates(fl, three_submitted, aggregator, chain):
     lo, hi = ascending([a, b])
     with ape.reverts(fl.VerdictsNotSorted, client=lo):
         propose(fl, 1, MODEL, [lo, hi, lo], sender=aggregator, sort=False)
-    with ape.reverts(fl.VerdictsNotSorted, client=hi):
+    with ape.reverts(fl.VerdictsNotSorted, client=lo):  # the first address out of order
         propose(fl, 1, MODEL, [hi, lo], sender=aggregator, sort=False)
     with ape.reverts(fl.VerdictsNotSorted, client=b.address):
         propose(fl, 1, MODEL, [], [b, b], sender=aggregator, sort=False)
