@@ -85,6 +85,9 @@ def test_job_yaml_example_is_accepted():
     (block,) = [b for b in _blocks("yaml") if "min_stake" in b]
     cfg = make_deploy_config(yaml.safe_load(block))
     assert cfg is not None
+    # the walkthrough's `--config job.yaml` is shipped, and is the README's example
+    shipped = (ROOT / "job.yaml").read_text()
+    assert shipped.endswith(block) and yaml.safe_load(shipped) == yaml.safe_load(block)
 
 
 def test_split_command_runs(tmp_path):
