@@ -164,6 +164,75 @@ class Aggregator:
         return outcome
 
 
+# --------------------------------------------------------------------------- waiting
+
+
+def waiting_line(round_id: int, submitted: int, expected: int, missing: list[str], seconds_left: int,
+                 show: int = 5) -> str:
+    """The aggregator's one line while a round fills: how many are in, who is missing, how long is left."""
+    line = f"round {round_id}: {submitted}/{expected} update(s) in"
+    if missing:
+        names = ", ".join(short(a, 8) for a in missing[:show]) + (f" and {len(missing) - show} more"
+                                                                  if len(missing) > show else "")
+        line += f"; waiting for {names}"
+    left = max(0, int(seconds_left))
+    line += f"; deadline in {_duration(left)}" if left else "; deadline passed"
+    return line
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def pool_warning(pool: int, per_round: int) -> str | None:
+    """A warning when the reward pool cannot pay the next round in full (None when it can)."""
+    if per_round <= 0 or pool >= per_round:
+        return None
+    from .lifecycle import fmt_eth
+
+    what = "is empty" if pool == 0 else f"holds {fmt_eth(pool)}"
+    return (f"WARNING: the reward pool {what}, a finalized round pays {fmt_eth(per_round)}: clients will be paid "
+            f"{'nothing' if pool == 0 else 'less'}; anyone can refill it with the contract's fundRewards")
+
+
+class Roster:
+    """Registered clients, read from ClientRegistered events with a cursor (each block range read once)."""
+
+    def __init__(self, fl: FLContract):
+        self.fl = fl
+        self.cursor = fl.deploy_block
+        self.clients: list[str] = []
+
+    def refresh(self) -> list[str]:
+        from ape import chain
+
+        head = chain.blocks.height
+        if head >= self.cursor:
+            for log in self.fl.contract.ClientRegistered.range(self.cursor, head + 1):
+                if str(log.client) not in self.clients:
+                    self.clients.append(str(log.client))
+            self.cursor = head + 1
+        return self.clients
+
+    def missing(self, round_id: int, submitted: set[str]) -> list[str]:
+        """Clients that could submit to the round (active, staked enough, counted from it) and have not."""
+        from ..chain import ClientStatus
+
+        fl, min_stake = self.fl, self.fl.params().minStake
+        out = []
+        for a in self.refresh():
+            if a in submitted:
+                continue
+            c = fl.client(a)
+            if c.status == ClientStatus.ACTIVE and c.stake >= min_stake and c.counted_from <= round_id:
+                out.append(a)
+        return out
+
+
 # --------------------------------------------------------------------------- aggregator
 
 
@@ -226,6 +295,7 @@ class AggregatorParty:
             raise PartyError("--rogue-aggregator needs a job with a verifier committee to catch it; this job is in "
                              "trusted-aggregator mode, where a rogue proposal would simply apply")
         self.records: list[RoundRecord] = []
+        self.roster = Roster(fl)
 
     # -- helpers
     def _done(self) -> bool:
@@ -305,19 +375,26 @@ class AggregatorParty:
             info = fl.round(r)
             self.log(f"round {r} started on model {short(info.base_model_hash)}; deadline in "
                      f"{info.deadline - chain_now()} s; {fl.active_clients()} active client(s)")
+            warning = pool_warning(fl.reward_pool(), fl.params().rewardPerRound)
+            if warning:
+                self.log(warning)
         self._wait_and_finalize(r, started, gas0)
 
     def _wait_and_finalize(self, r: int, started: float | None, gas0: int | None = None) -> None:
         fl = self.job.fl
         info = fl.round(r)
         t0 = time.monotonic()
-        seen = [-1]
+        seen = [-1, 0.0]
 
         def ready() -> bool:
             n = fl.round(r).submissions
-            if n != seen[0]:
-                seen[0] = n
-                self.log(f"round {r}: {n}/{fl.active_clients()} update(s) in")
+            # One line when the count changes, and a reminder every 30 s (who is missing, time left).
+            if n != seen[0] or time.monotonic() - seen[1] >= 30.0:
+                seen[0], seen[1] = n, time.monotonic()
+                submitted = {s.client for s in fl.submissions(r)}
+                missing = self.roster.missing(r, submitted)
+                self.log(waiting_line(r, n, info.eligible if info.eligible else n + len(missing), missing,
+                                      info.deadline - chain_now()))
             if fl.can_propose(r) or chain_now() > info.deadline:
                 return True
             return self.opts.advance_time and time.monotonic() - t0 >= self.opts.patience

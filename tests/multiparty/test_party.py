@@ -183,3 +183,22 @@ def test_parties_step_by_step_on_the_embedded_chain(tmp_path, accounts, chain):
     rep = verify_round(fl, job.store, job.spec, r2, private_key=key, **kw)
     assert {c.name for c in rep.checks if c.status == FAIL} == {"accepted update blobs", "re-computation"}
     assert "does NOT check out" in rep.summary()
+
+
+def test_waiting_line_names_the_missing_clients_and_the_time_left():
+    from ml.parties.aggregator import waiting_line
+
+    a, b = "0x" + "a1" * 20, "0x" + "b2" * 20
+    assert waiting_line(36, 3, 4, [a], 95) == f"round 36: 3/4 update(s) in; waiting for {a[:10]}…; deadline in 95 s"
+    line = waiting_line(2, 0, 7, [a, b] * 3 + [a], 7325, show=2)
+    assert line.endswith("waiting for 0xa1a1a1a1…, 0xb2b2b2b2… and 5 more; deadline in 2 h 02 min")
+    assert waiting_line(1, 2, 2, [], -5) == "round 1: 2/2 update(s) in; deadline passed"
+    assert waiting_line(1, 0, 1, [], 600).endswith("deadline in 10 min 00 s")
+
+
+def test_a_dry_reward_pool_is_a_warning():
+    from ml.parties.aggregator import pool_warning
+
+    assert pool_warning(10**18, 10**16) is None and pool_warning(0, 0) is None
+    assert "reward pool is empty" in pool_warning(0, 10**16) and "paid nothing" in pool_warning(0, 10**16)
+    assert "holds 0.000000000000000066 ETH" in pool_warning(66, 10**16) and "paid less" in pool_warning(66, 10**16)
