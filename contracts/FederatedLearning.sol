@@ -663,26 +663,22 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
      * @return amount wei credited to `owed[msg.sender]`
      */
     function claimReward(uint256 roundId) external returns (uint256 amount) {
-        Round storage r = _rounds[roundId];
-        if (r.phase != Phase.Finalized) revert RoundNotFinalized(roundId);
-        Update storage u = _updates[roundId][msg.sender];
-        if (u.status != UpdateStatus.Submitted) revert NothingToClaim(roundId, msg.sender);
-        u.status = UpdateStatus.Claimed;
-        amount = Math.mulDiv(r.reward, u.samples, r.acceptedWeight);
-        r.rewardClaimed += amount;
-        r.claims += 1;
-        totalAllocated -= amount;
-        owed[msg.sender] += amount;
-        totalOwed += amount;
-        if (r.claims == r.submissions - r.rejected - r.excluded) {
-            uint256 dust = r.reward - r.rewardClaimed;
-            if (dust != 0) {
-                totalAllocated -= dust;
-                rewardPool += dust;
-            }
-        }
-        emit RewardClaimed(roundId, msg.sender, amount);
+        return _claim(roundId);
     }
+
+    /**
+     * @notice Claim the rewards of several finalized rounds in one transaction (credited to `owed`,
+     * pulled with {withdrawRewards}), so that a client need not claim between two submissions.
+     * Reverts, naming the round, if any of them has nothing to claim for the caller.
+     * @param roundIds finalized rounds in which the caller's update was accepted and not yet claimed
+     * @return total the wei credited
+     */
+    function claimRewards(uint256[] calldata roundIds) external returns (uint256 total) {
+        for (uint256 i = 0; i < roundIds.length; ++i) {
+            total += _claim(roundIds[i]);
+        }
+    }
+
 
     /// @notice Send the caller everything it is owed (pull payment).
     function withdrawRewards() external nonReentrant {
@@ -925,6 +921,29 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         r.phase = Phase.Finalized;
         latestModelHash = modelHash;
         emit RoundFinalized(roundId, modelHash, accepted, weight, r.reward);
+    }
+
+    /// @dev Credits one round's reward share to the caller (see {claimReward}).
+    function _claim(uint256 roundId) private returns (uint256 amount) {
+        Round storage r = _rounds[roundId];
+        if (r.phase != Phase.Finalized) revert RoundNotFinalized(roundId);
+        Update storage u = _updates[roundId][msg.sender];
+        if (u.status != UpdateStatus.Submitted) revert NothingToClaim(roundId, msg.sender);
+        u.status = UpdateStatus.Claimed;
+        amount = Math.mulDiv(r.reward, u.samples, r.acceptedWeight);
+        r.rewardClaimed += amount;
+        r.claims += 1;
+        totalAllocated -= amount;
+        owed[msg.sender] += amount;
+        totalOwed += amount;
+        if (r.claims == r.submissions - r.rejected - r.excluded) {
+            uint256 dust = r.reward - r.rewardClaimed;
+            if (dust != 0) {
+                totalAllocated -= dust;
+                rewardPool += dust;
+            }
+        }
+        emit RewardClaimed(roundId, msg.sender, amount);
     }
 
     /// @dev Allocates this round's reward from the pool (funding only: slashes never reach it).

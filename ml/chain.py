@@ -726,6 +726,11 @@ class FLContract:
         logs = [log for log in receipt.events if log.event_name == "RewardClaimed"]
         return int(logs[0].amount) if logs else 0
 
+    def claim_many(self, sender: Any, round_ids: Sequence[int]) -> dict[int, int]:
+        """Claims several rounds in one transaction (claimRewards); wei credited per round."""
+        receipt = self._send("claimRewards", sender, [int(r) for r in round_ids])
+        return {int(log.roundId): int(log.amount) for log in receipt.events if log.event_name == "RewardClaimed"}
+
     def withdraw_rewards(self, sender: Any) -> int:
         receipt = self._send("withdrawRewards", sender)
         logs = [log for log in receipt.events if log.event_name == "RewardsWithdrawn"]

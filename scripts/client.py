@@ -27,8 +27,11 @@ from ml.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RAT
 @click.option("--seed", type=int, default=None, help="Training seed [derived from the address]")
 @click.option("--poll", type=float, default=5.0, show_default=True,
               help="Longest pause between two looks at the chain (polling backs off from 0.5 s to this)")
+@click.option("--claim-every", type=click.IntRange(1), default=1, show_default=True,
+              help="Withdraw the rewards every N rounds (and at exit); the rounds' rewards are claimed in one "
+                   "transaction while waiting, never between two submissions")
 def cli(account, data_file, store, deployments, stake, top_up, rounds, epochs, batch_size, learning_rate, mu, seed,
-        poll):
+        poll, claim_every):
     """Take part in a deployed job: register with a stake if needed, then for every round train the
     global model on --data, seal the update to the aggregator, store it and submit its commitment;
     claim and withdraw the rewards of finalized rounds. Stops after --rounds, or on Ctrl-C / SIGTERM
@@ -48,7 +51,7 @@ def cli(account, data_file, store, deployments, stake, top_up, rounds, epochs, b
         x, y = load_npz(data_file, "--data")
         opts = ClientOptions(rounds=rounds, stake=parse_eth(stake, "--stake") if stake else None, top_up=top_up,
                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, mu=mu, seed=seed,
-                             max_poll=poll)
+                             max_poll=poll, claim_every=claim_every)
         log(f"job {job.fl.address} on {job.network}; {len(x)} local samples from {data_file}; store {job.store}")
         return ClientParty(account, job, x, y, opts, stop=stop, log=log, data_name=str(data_file))
 

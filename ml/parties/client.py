@@ -34,6 +34,7 @@ from .lifecycle import (
     ensure_funds,
     fmt_eth,
     run_until_done,
+    transient_errors,
     short,
 )
 
@@ -189,9 +190,9 @@ class Client:
     def claim_all(self, rounds: list[int]) -> int:
         """Claims every claimable reward among `rounds` and withdraws; returns wei received."""
         with self.timings.measure("chain"):
-            for r in rounds:
-                if self.fl.claimable(r, self.address) > 0:
-                    self.fl.claim(self.account, r)
+            due = [r for r in rounds if self.fl.claimable(r, self.address) > 0]
+            if due:
+                self.fl.claim_many(self.account, due)  # one transaction for all of them
             if self.fl.owed(self.address) > 0:
                 return self.fl.withdraw_rewards(self.account)
         return 0
@@ -216,6 +217,7 @@ class ClientOptions:
     seed: int | None = None  # training seed; None = derived from the address
     poll: float = 0.5
     max_poll: float = 5.0
+    claim_every: int = 1  # withdraw the claimed rewards every N rounds (and at exit); claims are one transaction
 
 
 class ClientParty:
@@ -292,10 +294,16 @@ class ClientParty:
         def step() -> str | None:
             if not self._step():
                 return None
-            self._settle()
+            self._settle(final=True)
             return f"round {self.opts.rounds} is closed"
 
-        return run_until_done(step, self.stop, self.log)
+        why = run_until_done(step, self.stop, self.log)
+        if self.stop.requested:  # stopped by a signal: withdraw what was claimed before exiting
+            try:
+                self._settle(final=True)
+            except (ChainError, *transient_errors()) as exc:
+                self.log(f"could not withdraw before exiting ({exc}); the rewards stay owed to this account")
+        return why
 
     def _step(self) -> bool:
         """One look at the chain: take part in the open round if we can, claim what is due; True when done."""
@@ -366,10 +374,11 @@ class ClientParty:
         self.log(f"round {r}: submitted update {short(res.commitment)} ({res.samples} samples, train loss "
                  f"{res.train_loss:.4f}, gas {fl.meter.total - gas0:,}) in {time.monotonic() - t0:.1f} s")
 
-    def _settle(self) -> None:
-        """Claims the reward of every finalized round this client was accepted in, then withdraws."""
+    def _settle(self, final: bool = False) -> None:
+        """Claims the rewards of every decided round this client was accepted in, in one transaction, and
+        withdraws every --claim-every rounds (and at the end), so claims never sit between two submissions."""
         fl = self.job.fl
-        claimed = 0
+        due = []
         for r in sorted(self.submitted - self.settled):
             phase = fl.round(r).phase
             if phase in (Phase.OPEN, Phase.PROPOSED):  # not decided yet
@@ -377,16 +386,24 @@ class ClientParty:
             if phase == Phase.FINALIZED:
                 status = fl.update(r, self.address).status
                 if status == UpdateStatus.SUBMITTED and fl.claimable(r, self.address) > 0:
-                    try:
-                        amount = fl.claim(self.account, r)
-                        claimed += amount
-                        self.log(f"round {r}: claimed {fmt_eth(amount)}")
-                    except ChainError as exc:
-                        if exc.error_name != "NothingToClaim":
-                            raise
+                    due.append(r)
                 elif status in (UpdateStatus.REJECTED, UpdateStatus.EXCLUDED):
                     self.log(f"round {r}: the update was {status.name.lower()}; no reward")
             self.settled.add(r)
+        if due:
+            try:
+                got = fl.claim_many(self.account, due)
+            except ChainError as exc:
+                if exc.error_name != "NothingToClaim":
+                    raise
+                got = {r: fl.claim(self.account, r) for r in due if fl.claimable(r, self.address) > 0}
+            for r, amount in got.items():
+                self.log(f"round {r}: claimed {fmt_eth(amount)}")
+            if len(got) > 1:
+                self.log(f"claimed {len(got)} rounds in one transaction")
+        every = max(1, self.opts.claim_every)
+        if not final and len(self.settled) % every and not self.stop.requested:
+            return  # withdraw later: every --claim-every rounds, and at exit
         if fl.owed(self.address) > 0:
             try:
                 amount = fl.withdraw_rewards(self.account)

@@ -151,6 +151,7 @@ def _inner_calls(fl, h1, h3, attacker):
         "startRound": (fl.startRound.encode_input(), 0, None),
         "fundRewards": (fl.fundRewards.encode_input(), ETH // 100, None),
         "claimReward": (fl.claimReward.encode_input(2), 0, None),
+        "claimRewards": (fl.claimRewards.encode_input([2]), 0, None),
         "withdrawRewards": (fl.withdrawRewards.encode_input(), 0, None),
         "withdrawTreasury": (fl.withdrawTreasury.encode_input(), 0, None),
         "admit": (fl.admit.encode_input(h3.address, 500), 0, None),
@@ -169,7 +170,7 @@ def _inner_calls(fl, h1, h3, attacker):
 
 INNER_NAMES = [
     "register", "topUp", "requestExit", "withdrawStake", "submitUpdate", "proposeRound", "attest", "dispute",
-    "expireProposal", "cancelRound", "postBond", "withdrawBond", "startRound", "fundRewards", "claimReward", "withdrawRewards", "withdrawTreasury", "admit",
+    "expireProposal", "cancelRound", "postBond", "withdrawBond", "startRound", "fundRewards", "claimReward", "claimRewards", "withdrawRewards", "withdrawTreasury", "admit",
     "setAggregatorKey", "grantRole", "revokeRole", "renounceRole", "beginDefaultAdminTransfer",
     "cancelDefaultAdminTransfer", "acceptDefaultAdminTransfer", "changeDefaultAdminDelay",
     "rollbackDefaultAdminDelay",
@@ -323,7 +324,7 @@ def test_reentry_from_every_transfer(jobs, outer, inner, chain, accounts, admin)
     treasury_out = HALF if outer == "withdrawTreasury" else 0
     assert fl.treasuryOwed() == treasury_owed_before - treasury_out + slash
     owed_out = ROUND1_SHARE if outer == "withdrawRewards" else 0
-    assert fl.owed(attacker) == owed_before - owed_out + (ROUND2_SHARE if ok and inner == "claimReward" else 0)
+    assert fl.owed(attacker) == owed_before - owed_out + (ROUND2_SHARE if ok and inner in ("claimReward", "claimRewards") else 0)
     bond_out = BOND if outer == "withdrawBond" else 0
     bond_in = value if ok and inner == "postBond" else 0
     assert fl.totalBonded() == fl.bondOf(attacker) == bonded_before - bond_out + bond_in

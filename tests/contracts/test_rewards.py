@@ -255,3 +255,31 @@ def test_withdraw_rewards_after_leaving(fl, params, finalized, chain):
     tx = fl.withdrawRewards(sender=a)
     assert a.balance == before + amount - fees(tx)
     _accounting_holds(fl)
+
+
+def test_claim_rewards_of_several_rounds_in_one_transaction(fl, clients, funder, register, start_round, submit,
+                                                            finalize):
+    """claimRewards credits exactly what claimReward would, round by round, and names a round with nothing."""
+    import ape
+
+    fl.fundRewards(sender=funder, value=3 * fl.params().rewardPerRound)  # all three rounds paid in full
+    a, b = clients[:2]
+    register(a, b)
+    for _ in range(3):
+        start_round()
+        submit(a, samples=30)
+        submit(b, samples=10)
+        finalize()
+    reward = fl.getRound(1).reward
+    assert reward > 0 and fl.getRound(2).reward == fl.getRound(3).reward == reward
+    tx = fl.claimRewards([1, 3], sender=a)
+    # written out by hand: a holds 30 of 40 samples in each round
+    share = reward * 30 // 40
+    assert [(e.roundId, e.amount) for e in tx.events] == [(1, share), (3, share)]
+    assert fl.owed(a) == 2 * share
+    with ape.reverts(fl.NothingToClaim, roundId=1, client=a.address):
+        fl.claimRewards([2, 1], sender=a)  # round 1 is claimed: nothing changes, round 2 included
+    assert fl.getUpdate(2, a).status != 4  # still unclaimed
+    one = fl.claimReward(2, sender=a)
+    assert one.events[0].amount == share and fl.owed(a) == 3 * share
+    assert fl.claimRewards([], sender=b).events == []
