@@ -69,7 +69,7 @@ STAKES = (3 * MIN_STAKE, 2 * MIN_STAKE, 3 * MIN_STAKE // 2, 5 * MIN_STAKE // 2)
 
 # ~60-90 s on two busy cores (override: FL_COMMITTEE_EXAMPLES / FL_COMMITTEE_STEPS).
 MAX_EXAMPLES = int(os.environ.get("FL_COMMITTEE_EXAMPLES", "20"))
-STEPS = int(os.environ.get("FL_COMMITTEE_STEPS", "20"))
+STEPS = int(os.environ.get("FL_COMMITTEE_STEPS", "16"))
 
 ERRORS = (
     "NotProposed ProposalExpired ProposalNotExpired AlreadyVoted DigestMismatch DisputeMatchesProposal "
