@@ -215,6 +215,10 @@ class Committee:
     def disputes_to_fail(self) -> int:
         return len(self.verifiers) - self.threshold + 1
 
+    def disputed(self, phase: "Phase", proposal: "ProposalInfo") -> bool:
+        """Whether a round failed because the committee disputed its proposal (not below the quorum)."""
+        return phase == Phase.FAILED and not self.trusted and proposal.disputes >= self.disputes_to_fail
+
     def to_struct(self) -> dict[str, Any]:
         return dict(verifiers=list(self.verifiers), keys=[to_bytes32(k) for k in self.keys], threshold=self.threshold)
 
@@ -594,18 +598,18 @@ class FLContract:
             for log in logs
         ]
 
-    def proposal_event(self, round_id: int) -> Any | None:
+    def proposal_event(self, round_id: int, proposal: ProposalInfo | None = None) -> Any | None:
         """The round's RoundProposed event (its locators), read from the proposal's block only."""
-        p = self.proposal(round_id)
+        p = proposal or self.proposal(round_id)
         if not p.proposed_block:
             return None
         logs = list(self.contract.RoundProposed.range(p.proposed_block, p.proposed_block + 1,
                                                       search_topics={"roundId": round_id}))
         return logs[-1] if logs else None
 
-    def proposed_outcome(self, round_id: int) -> Outcome | None:
+    def proposed_outcome(self, round_id: int, proposal: ProposalInfo | None = None) -> Outcome | None:
         """The outcome proposed for a round, as its RoundProposed event carries it (None if never proposed)."""
-        ev = self.proposal_event(round_id)
+        ev = self.proposal_event(round_id, proposal)
         if ev is None:
             return None
         return Outcome(bytes(ev.modelHash), tuple(str(a) for a in ev.rejected), tuple(int(x) for x in ev.reasons),

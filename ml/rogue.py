@@ -45,6 +45,18 @@ def check_rogue_verifier(mode: str) -> str:
     return mode
 
 
+def parse_rogue_rounds(text: str) -> tuple[int, ...] | None:
+    """--rogue-rounds: ``all`` (None: every round) or round numbers separated by commas (``1,3``)."""
+    text = str(text).strip().lower()
+    if text == "all":
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UnknownRogueModeError(f"--rogue-rounds {text!r}: write round numbers separated by commas (1,3) "
+                                    "or 'all'") from None
+
+
 def forged_key(client: str) -> bytes:
     """A content key that is not the client's (anyone re-checking the evidence finds it forged)."""
     return keccak(b"rogue aggregator: forged content key for " + client.lower().encode())

@@ -142,9 +142,9 @@ def verify_round(
     params = fl.params(fresh=True)
     committee = fl.committee()
     proposal = fl.proposal(round_id)
-    proposed = fl.proposed_outcome(round_id)
+    proposed = fl.proposed_outcome(round_id, proposal)
     failed = info.phase == Phase.FAILED
-    if failed and not committee.trusted and proposal.disputes >= committee.disputes_to_fail:
+    if committee.disputed(info.phase, proposal):
         return _verify_disputed(rep, fl, store, spec, round_id, info, params, proposal, proposed, chain_id)
     _check_committee(rep, fl, round_id, committee, proposal, proposed, chain_id)
     fin = fl.events("RoundFailed" if failed else "RoundFinalized", roundId=round_id)

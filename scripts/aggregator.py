@@ -5,18 +5,14 @@ import click
 from ape.cli import ConnectedProviderCommand, account_option
 
 from ml.parties import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, Log
-from ml.rogue import ROGUE_AGGREGATOR_MODES
+from ml.rogue import ROGUE_AGGREGATOR_MODES, UnknownRogueModeError, parse_rogue_rounds
 
 
 def _rounds(text: str) -> tuple[int, ...] | None:
-    text = text.strip().lower()
-    if text == "all":
-        return None
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: write round numbers separated by commas (1,3) or 'all'",
-                                 param_hint="--rogue-rounds") from None
+        return parse_rogue_rounds(text)
+    except UnknownRogueModeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rogue-rounds") from None
 
 
 @click.command(cls=ConnectedProviderCommand, short_help="Run the aggregator of a deployed job")

@@ -5,7 +5,7 @@ import click
 from ape.cli import ConnectedProviderCommand
 
 from ml.attacks import ATTACKS
-from ml.rogue import ROGUE_AGGREGATOR_MODES, ROGUE_VERIFIER_MODES
+from ml.rogue import ROGUE_AGGREGATOR_MODES, ROGUE_VERIFIER_MODES, UnknownRogueModeError, parse_rogue_rounds
 from ml.training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE
 from ml.parties.federation import STRATEGY_CHOICES, FederationConfig, FederationError, run_federation
 from ml.store import BlobStoreError
@@ -85,12 +85,10 @@ def cli(no_baseline, **options):
     embedded one by default, or --network ethereum:local:foundry (Anvil) or a local node.
     Running the same command again after an interruption continues from the chain's state.
     """
-    rounds = options.pop("rogue_rounds").strip().lower()
     try:
-        options["rogue_rounds"] = None if rounds == "all" else tuple(int(x) for x in rounds.split(",") if x.strip())
-    except ValueError:
-        raise click.BadParameter(f"{rounds!r}: write round numbers separated by commas (1,3) or 'all'",
-                                 param_hint="--rogue-rounds") from None
+        options["rogue_rounds"] = parse_rogue_rounds(options.pop("rogue_rounds"))
+    except UnknownRogueModeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rogue-rounds") from None
     cfg = FederationConfig(baseline=not no_baseline, **options)
     try:
         run_federation(cfg)

@@ -23,6 +23,7 @@ from .lifecycle import (
     advance_chain_past,
     chain_now,
     check_data_fits,
+    round_closed,
     run_until_done,
     short,
 )
@@ -150,7 +151,7 @@ class Aggregator:
         outcome.attestations, outcome.disputes = p.attestations, p.disputes
         if info.phase == Phase.FINALIZED:
             outcome.status, outcome.reward = "finalized", info.reward
-        elif info.phase == Phase.FAILED and p.disputes >= fl.committee().disputes_to_fail and not fl.committee().trusted:
+        elif fl.committee().disputed(info.phase, p):
             outcome.status = "disputed"
             outcome.note = (f"the committee disputed the proposal ({p.disputes} dispute(s)): nothing applied, "
                             "nobody slashed, the aggregator's bond forfeited")
@@ -299,11 +300,7 @@ class AggregatorParty:
 
     # -- helpers
     def _done(self) -> bool:
-        fl, n = self.job.fl, self.opts.rounds
-        if not n:
-            return False
-        cur = fl.current_round()
-        return cur > n or (cur == n and fl.round(n).phase not in (Phase.OPEN, Phase.PROPOSED))
+        return round_closed(self.job.fl, self.opts.rounds)
 
     def _wait(self, predicate: Callable[[], bool], timeout: float = math.inf) -> bool:
         return self.stop.wait_for(predicate, timeout, self.opts.poll, self.opts.max_poll)

@@ -33,6 +33,7 @@ from .lifecycle import (
     check_data_fits,
     ensure_funds,
     fmt_eth,
+    round_closed,
     run_until_done,
     transient_errors,
     short,
@@ -282,10 +283,7 @@ class ClientParty:
                      "never submitting to them again")
 
     def _done(self, cur: int) -> bool:
-        n = self.opts.rounds
-        if not n or cur < n:
-            return False
-        return cur > n or self.job.fl.round(n).phase not in (Phase.OPEN, Phase.PROPOSED)
+        return round_closed(self.job.fl, self.opts.rounds, cur)
 
     def run(self) -> str:
         if not (self.opts.rounds and self._done(self.job.fl.current_round())):

@@ -498,7 +498,7 @@ class Federation:
         status = {Phase.FINALIZED: "finalized", Phase.CANCELLED: "cancelled"}.get(info.phase, info.phase.name.lower())
         p = fl.proposal(r)
         c = fl.committee()
-        if info.phase == Phase.FAILED and not c.trusted and p.disputes >= c.disputes_to_fail:
+        if c.disputed(info.phase, p):
             status = "disputed"
         return report.RoundRow(r, status, info.submissions, info.accepted, info.excluded, info.rejected,
                                acc if acc is not None else float("nan"), loss if loss is not None else float("nan"),

@@ -190,6 +190,17 @@ def advance_chain_past(timestamp: int) -> None:
         provider.make_request("evm_mine", [])
 
 
+def round_closed(fl: Any, n: int, current: int | None = None) -> bool:
+    """Whether the job's round n is closed (decided, failed or cancelled): when a party run with
+    --rounds n is done. n = 0 never closes (run until stopped). ``current`` saves a view call."""
+    from ..chain import Phase
+
+    if not n:
+        return False
+    cur = fl.current_round() if current is None else current
+    return cur > n or (cur == n and fl.round(n).phase not in (Phase.OPEN, Phase.PROPOSED))
+
+
 def transient_errors() -> tuple[type[BaseException], ...]:
     """Errors after which a long-running party waits and tries again (node or store unreachable)."""
     from ape.exceptions import ProviderNotConnectedError

@@ -27,7 +27,7 @@ from ..sealing import SealContext
 from ..store import BlobStore, BlobStoreError, FetchBudget
 from ..timing import Timings
 from .deploy import Job
-from .lifecycle import Log, PartyError, Stop, chain_now, run_until_done, short
+from .lifecycle import Log, PartyError, Stop, chain_now, round_closed, run_until_done, short
 
 ATTEST, DISPUTE = "attest", "dispute"
 EVIDENCE_FETCH = FetchBudget(seconds=30.0, attempts=3, request_timeout=10.0)
@@ -173,7 +173,7 @@ class Verifier:
         fl = self.fl
         with self.timings.measure("chain"):
             proposal = fl.proposal(round_id)
-            proposed = fl.proposed_outcome(round_id)
+            proposed = fl.proposed_outcome(round_id, proposal)
             params = fl.params()
         if proposed is None:
             raise PartyError(f"round {round_id} has no proposal to decide on")
@@ -268,11 +268,7 @@ class VerifierParty:
         self.records: list[VerifierRecord] = []
 
     def _done(self) -> bool:
-        fl, n = self.job.fl, self.opts.rounds
-        if not n:
-            return False
-        cur = fl.current_round()
-        return cur > n or (cur == n and fl.round(n).phase not in (Phase.OPEN, Phase.PROPOSED))
+        return round_closed(self.job.fl, self.opts.rounds)
 
     def _pending(self) -> int | None:
         """The current round, if its proposal awaits this verifier's vote and can still take it."""
