@@ -53,7 +53,7 @@ def parse_rogue_rounds(text: str) -> tuple[int, ...] | None:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise UnknownRogueModeError(f"--rogue-rounds {text!r}: write round numbers separated by commas (1,3) "
+        raise UnknownRogueModeError(f"{text!r}: write round numbers separated by commas (1,3) "
                                     "or 'all'") from None
 
 
