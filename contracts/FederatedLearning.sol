@@ -127,6 +127,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         uint32 eligible; // clients counted toward "all in" (those that could submit at the start)
         uint32 eligibleSubmitted; // how many of them have submitted
         uint64 startBlock; // block of startRound: log readers start here, never at the deploy block
+        uint64 closedBlock; // block that finalized, failed or cancelled it: its verdict events are there
         Phase phase;
         uint256 submittedWeight;
         uint256 acceptedWeight;
@@ -261,7 +262,9 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     event UpdateSubmitted(
         uint256 indexed roundId, address indexed client, bytes32 commitment, uint256 samples, string locator
     );
-    event UpdateRejected(uint256 indexed roundId, address indexed client, uint256 slashed, uint8 reason);
+    event UpdateRejected(
+        uint256 indexed roundId, address indexed client, uint256 slashed, uint8 reason, uint256 stakeBefore
+    );
     event UpdateExcluded(uint256 indexed roundId, address indexed client);
     event RoundFinalized(
         uint256 indexed roundId, bytes32 modelHash, uint256 accepted, uint256 acceptedWeight, uint256 reward
@@ -577,6 +580,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         emit RoundDisputed(roundId, msg.sender, digest, n);
         if (n == _verifiers.length - _threshold + 1) {
             r.phase = Phase.Failed;
+            r.closedBlock = uint64(block.number);
             address proposer = p.proposer;
             uint256 forfeited = Math.min(bondOf[proposer], _params.aggregatorBond);
             bondOf[proposer] -= forfeited;
@@ -597,6 +601,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         uint256 expiresAt = uint256(_proposals[roundId].proposedAt) + _params.attestationPeriod;
         if (block.timestamp <= expiresAt) revert ProposalNotExpired(expiresAt);
         r.phase = Phase.Cancelled;
+        r.closedBlock = uint64(block.number);
         emit ProposalExpiredCancelled(roundId);
         emit RoundCancelled(roundId, msg.sender);
     }
@@ -616,6 +621,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
             if (block.timestamp <= cancelTime) revert GracePeriodNotOver(cancelTime);
         }
         r.phase = Phase.Cancelled;
+        r.closedBlock = uint64(block.number);
         emit RoundCancelled(roundId, msg.sender);
     }
 
@@ -911,6 +917,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         _toTreasury(slashed);
         if (accepted < _params.quorum) {
             r.phase = Phase.Failed;
+            r.closedBlock = uint64(block.number);
             emit RoundFailed(roundId, accepted, nr, ne);
             return;
         }
@@ -919,6 +926,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         r.acceptedWeight = weight;
         r.reward = _allocate();
         r.phase = Phase.Finalized;
+        r.closedBlock = uint64(block.number);
         latestModelHash = modelHash;
         emit RoundFinalized(roundId, modelHash, accepted, weight, r.reward);
     }
@@ -975,7 +983,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         if (c.status == ClientStatus.Active && before >= minStake && before - amount < minStake) {
             eligibleClients -= 1;
         }
-        emit UpdateRejected(roundId, a, amount, reason);
+        emit UpdateRejected(roundId, a, amount, reason, before);
     }
 
     /// @dev Marks one excluded update; returns its weight.

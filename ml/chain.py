@@ -188,6 +188,7 @@ class RoundInfo:
     eligible: int
     eligible_submitted: int
     start_block: int
+    closed_block: int  # 0 while open or proposed
     phase: Phase
     submitted_weight: int
     accepted_weight: int
@@ -454,6 +455,7 @@ class FLContract:
         self.meter = meter or GasMeter()
         self._params: JobParams | None = None
         self._committee: Committee | None = None
+        self._reader: Any = None
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -514,6 +516,7 @@ class FLContract:
             eligible=int(r.eligible),
             eligible_submitted=int(r.eligibleSubmitted),
             start_block=int(r.startBlock),
+            closed_block=int(r.closedBlock),
             phase=Phase(int(r.phase)),
             submitted_weight=int(r.submittedWeight),
             accepted_weight=int(r.acceptedWeight),
@@ -586,12 +589,37 @@ class FLContract:
             role, self.contract.DEFAULT_ADMIN_ROLE)()
         return bool(self.contract.hasRole(role_id, account))
 
-    def submissions(self, round_id: int, from_block: int | None = None) -> list[Submission]:
-        """UpdateSubmitted events of a round, in the order they were mined."""
-        from ape import chain
+    # ---------------------------------------------------------------- logs
+    @property
+    def reader(self) -> Any:
+        """The paged event reader (ml.logs): explicit ranges, pages shrunk on a provider's refusal."""
+        if self._reader is None:
+            from .logs import EventReader
 
-        start = self.round(round_id).start_block if from_block is None else from_block
-        logs = self.contract.UpdateSubmitted.range(start, chain.blocks.height + 1, search_topics={"roundId": round_id})
+            self._reader = EventReader(self.contract)
+        return self._reader
+
+    @property
+    def log_queries(self) -> int:
+        """eth_getLogs calls made so far (pages included)."""
+        return self._reader.pager.calls if self._reader is not None else 0
+
+    def logs(self, names: str | Sequence[str], start: int, end: int | None = None, **indexed: Any) -> list[Any]:
+        """Events `names` in blocks [start, end] (end: the head), filtered on shared indexed arguments."""
+        return self.reader.read(names, start, end, **indexed)
+
+    def round_logs(self, names: str | Sequence[str], info: RoundInfo) -> list[Any]:
+        """A closed round's events of the block that closed it (its verdicts): one query, whatever its age."""
+        if not info.closed_block:
+            return []
+        return self.logs(names, info.closed_block, info.closed_block, roundId=info.round_id)
+
+    def submissions(self, round_id: int, info: RoundInfo | None = None) -> list[Submission]:
+        """UpdateSubmitted events of a round, in the order they were mined (read from its blocks only)."""
+        info = info or self.round(round_id)
+        if not info.start_block:
+            return []
+        logs = self.logs("UpdateSubmitted", info.start_block, info.closed_block or None, roundId=round_id)
         return [
             Submission(int(log.roundId), str(log.client), bytes(log.commitment), int(log.samples), str(log.locator),
                        int(log.block_number))
@@ -603,8 +631,7 @@ class FLContract:
         p = proposal or self.proposal(round_id)
         if not p.proposed_block:
             return None
-        logs = list(self.contract.RoundProposed.range(p.proposed_block, p.proposed_block + 1,
-                                                      search_topics={"roundId": round_id}))
+        logs = self.logs("RoundProposed", p.proposed_block, p.proposed_block, roundId=round_id)
         return logs[-1] if logs else None
 
     def proposed_outcome(self, round_id: int, proposal: ProposalInfo | None = None) -> Outcome | None:
@@ -622,10 +649,9 @@ class FLContract:
         return str(ev.modelLocator) if ev is not None else None
 
     def events(self, name: str, **topics: Any) -> list[Any]:
-        from ape import chain
-
-        event = getattr(self.contract, name)
-        return list(event.range(self.deploy_block, chain.blocks.height + 1, search_topics=topics or None))
+        """Every `name` event since deployment: an audit of the whole history, whose cost grows with the
+        job's age. Parties never call it; they read a round's blocks or follow a cursor."""
+        return self.logs(name, self.deploy_block, None, **topics)
 
     # -------------------------------------------------------- transactions
     def _send(self, fn: str, sender: Any, *args: Any, value: int = 0) -> Any:

@@ -94,28 +94,6 @@ def _fetch(store: BlobStore, key: bytes, locator: str | None) -> tuple[bytes | N
         return None, f"store error: {exc}"
 
 
-def _stake_before(fl: FLContract, client: str, slash_log: Any) -> int | None:
-    """The client's stake just before `slash_log`, replayed from its registry events (any node has logs)."""
-    events = []
-    for name in ("ClientRegistered", "StakeToppedUp", "UpdateRejected", "StakeWithdrawn"):
-        events += [(int(ev.block_number), int(ev.log_index), name, ev) for ev in fl.events(name, client=client)]
-    events.sort(key=lambda e: (e[0], e[1]))
-    stake: int | None = None
-    cut = (int(slash_log.block_number), int(slash_log.log_index))
-    for block, index, name, ev in events:
-        if (block, index) >= cut:
-            break
-        if name == "ClientRegistered":
-            stake = int(ev.stake)
-        elif name == "StakeToppedUp":
-            stake = int(ev.stake)
-        elif name == "UpdateRejected" and stake is not None:
-            stake -= int(ev.slashed)
-        elif name == "StakeWithdrawn":
-            stake = 0
-    return stake
-
-
 def verify_round(
     fl: FLContract,
     store: BlobStore,
@@ -147,7 +125,7 @@ def verify_round(
     if committee.disputed(info.phase, proposal):
         return _verify_disputed(rep, fl, store, spec, round_id, info, params, proposal, proposed, chain_id)
     _check_committee(rep, fl, round_id, committee, proposal, proposed, chain_id)
-    fin = fl.events("RoundFailed" if failed else "RoundFinalized", roundId=round_id)
+    fin = fl.round_logs("RoundFailed" if failed else "RoundFinalized", info)
     ev = fin[-1] if fin else None
     if failed:
         rep.add("round failed below the quorum", info.accepted < params.quorum and info.model_hash == ZERO32
@@ -200,7 +178,7 @@ def verify_round(
             rep.add("global model decodes", False, str(exc))
 
     # -- submissions, statuses, weights
-    subs = fl.submissions(round_id)
+    subs = fl.submissions(round_id, info)
     updates = {s.client: fl.update(round_id, s.client) for s in subs}
     problems = []
     if len(subs) != info.submissions:
@@ -238,45 +216,43 @@ def verify_round(
             f"all {len(accepted)} accepted commitment(s) have their blob in the store")
 
     # -- rewards
-    claims = {str(e.client): int(e.amount) for e in fl.events("RewardClaimed", roundId=round_id)}
+    # (Claims come at any later block: they are checked from the statuses, not from RewardClaimed events,
+    # so that the check reads the same few blocks however old the round is.)
     problems = []
-    total = 0
+    total = claimed = 0
+    n_claimed = 0
     for s in accepted:
         due = 0 if failed else _mul_div(info.reward, s.samples, info.accepted_weight)
         total += due
-        status = updates[s.client].status
-        if status == UpdateStatus.CLAIMED:
-            if claims.get(s.client) != due:
-                problems.append(f"{s.client} claimed {claims.get(s.client)} wei, mulDiv gives {due}")
+        if updates[s.client].status == UpdateStatus.CLAIMED:
+            claimed += due
+            n_claimed += 1
         else:
             got = fl.claimable(round_id, s.client)
             if got != due:
                 problems.append(f"{s.client} can claim {got} wei, mulDiv gives {due}")
     for s in rejected + excluded:
-        if s.client in claims or fl.claimable(round_id, s.client):
+        if fl.claimable(round_id, s.client):
             problems.append(f"{s.client} was {updates[s.client].status.name.lower()} but is paid")
-    if sum(claims.values()) != info.reward_claimed:
-        problems.append(f"RewardClaimed events add up to {sum(claims.values())} wei, the round records "
-                        f"{info.reward_claimed}")
+    if claimed != info.reward_claimed:
+        problems.append(f"the claimed clients' shares add up to {claimed} wei, the round records "
+                        f"{info.reward_claimed} claimed")
     if total > info.reward:
         problems.append(f"shares add up to {total} wei, more than the round's reward {info.reward}")
     if info.reward > params.rewardPerRound:
         problems.append(f"the round's reward {info.reward} is above rewardPerRound {params.rewardPerRound}")
     rep.add("rewards", not problems, "; ".join(problems) or
             f"reward {info.reward} wei; each accepted client's share = reward * samples / acceptedWeight "
-            f"({len(claims)} claimed, {len(accepted) - len(claims)} claimable)")
+            f"({n_claimed} claimed, {len(accepted) - n_claimed} claimable)")
 
     # -- slashes
-    slashes = fl.events("UpdateRejected", roundId=round_id)
+    slashes = fl.round_logs("UpdateRejected", info)
     problems = []
     if {str(e.client) for e in slashes} != {s.client for s in rejected} or len(slashes) != len(rejected):
         problems.append(f"UpdateRejected events name {sorted(str(e.client) for e in slashes)}, the statuses "
                         f"{sorted(s.client for s in rejected)}")
     for e in slashes:
-        before = _stake_before(fl, str(e.client), e)
-        if before is None:
-            problems.append(f"{e.client}: no registration found before the slash")
-            continue
+        before = int(e.stakeBefore)
         due = _mul_div(before, params.slashBps, BPS)
         if int(e.slashed) != due:
             problems.append(f"{e.client} lost {int(e.slashed)} wei; {params.slashBps} bps of its stake {before} "
@@ -434,14 +410,14 @@ def _verify_disputed(rep: VerifyReport, fl: FLContract, store: BlobStore, spec: 
     rep.add("round disputed", True,
             f"{proposal.disputes} of {len(committee.verifiers)} verifier(s) disputed the proposal (it takes "
             f"{committee.disputes_to_fail}); the round failed with nothing applied")
-    subs = fl.submissions(round_id)
+    subs = fl.submissions(round_id, info)
     statuses = {s.client: fl.update(round_id, s.client).status for s in subs}
     applied = [c for c, st in statuses.items() if st != UpdateStatus.SUBMITTED]
-    slashes = fl.events("UpdateRejected", roundId=round_id)
+    slashes = fl.round_logs("UpdateRejected", info)
     rep.add("nothing applied", not applied and not slashes and info.model_hash == ZERO32 and info.reward == 0,
             "no slash, no exclusion, no model, no reward" if not applied and not slashes else
             f"verdicts applied to {applied} despite the dispute")
-    forfeits = fl.events("ProposalRejected", roundId=round_id)
+    forfeits = fl.round_logs("ProposalRejected", info)
     rep.add("bond forfeited", bool(forfeits),
             f"{int(forfeits[-1].bondForfeited)} wei of {forfeits[-1].aggregator}'s bond to "
             + ("the treasury" if not params.burns_slashes else "nobody (burned)") if forfeits

@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..chain import ChainError, FLContract, Phase, is_dev_chain
+from ..logs import Cursor
 from ..models import ModelSpec
 from ..rogue import check_rogue_aggregator, rogue_computation
 from ..rounds import RoundOutcome, compute_round, evidence_of, outcome_of
@@ -201,22 +202,24 @@ def pool_warning(pool: int, per_round: int) -> str | None:
 
 
 class Roster:
-    """Registered clients, read from ClientRegistered events with a cursor (each block range read once)."""
+    """Registered clients, from ClientRegistered events read with a cursor: each block is read once, and
+    the cursor (kept in a file when the job has one) survives a restart."""
 
-    def __init__(self, fl: FLContract):
+    def __init__(self, fl: FLContract, cursor: Cursor | None = None):
         self.fl = fl
-        self.cursor = fl.deploy_block
-        self.clients: list[str] = []
+        self.cursor = cursor or Cursor(None, "ClientRegistered", fl.deploy_block)
+
+    @property
+    def clients(self) -> list[str]:
+        return self.cursor.items
 
     def refresh(self) -> list[str]:
         from ape import chain
 
         head = chain.blocks.height
-        if head >= self.cursor:
-            for log in self.fl.contract.ClientRegistered.range(self.cursor, head + 1):
-                if str(log.client) not in self.clients:
-                    self.clients.append(str(log.client))
-            self.cursor = head + 1
+        if head >= self.cursor.block:
+            logs = self.fl.logs("ClientRegistered", self.cursor.block, head)
+            self.cursor.advance(head + 1, (str(log.client) for log in logs))
         return self.clients
 
     def missing(self, round_id: int, submitted: set[str]) -> list[str]:
@@ -296,7 +299,7 @@ class AggregatorParty:
             raise PartyError("--rogue-aggregator needs a job with a verifier committee to catch it; this job is in "
                              "trusted-aggregator mode, where a rogue proposal would simply apply")
         self.records: list[RoundRecord] = []
-        self.roster = Roster(fl)
+        self.roster = Roster(fl, job.cursor("ClientRegistered"))
 
     # -- helpers
     def _done(self) -> bool:

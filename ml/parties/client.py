@@ -205,6 +205,9 @@ class Client:
 
 # --------------------------------------------------------------------------- client
 
+# Rounds before the last submitted one that a restarted client looks at for unclaimed rewards.
+RECENT_ROUNDS = 3
+
 
 @dataclass
 class ClientOptions:
@@ -276,8 +279,12 @@ class ClientParty:
             raise PartyError(f"{self.address} has requested exit from this job; it can no longer submit updates")
         else:
             self.log(f"already registered (stake {fmt_eth(info.stake)})")
-        # Rounds this client already took part in (a restart continues from here).
-        self.submitted = {int(ev.roundId) for ev in fl.events("UpdateSubmitted", client=self.address)}
+        # Rounds this client already took part in whose reward may still be open (a restart continues from
+        # here): views of its last few rounds, not a scan of the job's history. Older rounds were claimed
+        # while this client waited (a claim is never more than one round behind a submission).
+        last = fl.client(self.address).last_submitted_round
+        self.submitted = {r for r in range(max(1, last - RECENT_ROUNDS + 1), last + 1)
+                          if fl.update(r, self.address).status != UpdateStatus.NONE} if last else set()
         if self.submitted:
             self.log(f"already submitted to round(s) {', '.join(map(str, sorted(self.submitted)))} (found on chain); "
                      "never submitting to them again")

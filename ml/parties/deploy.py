@@ -26,6 +26,7 @@ from ..chain import (
     network_name,
     save_deployment,
 )
+from ..logs import Cursor
 from ..models import ARCHS, ModelSpec, initial_weights, num_params, spec_for_dataset, tensor_names
 from ..store import BlobStore, open_store
 from .lifecycle import PartyError, _parse_bool, ensure_funds, parse_duration, parse_eth
@@ -249,6 +250,11 @@ class Job:
     store: BlobStore
     chain_id: int
     network: str
+    cursor_file: Path | None = None  # where parties keep their log cursors (next to the deployments file)
+
+    def cursor(self, what: str) -> Cursor:
+        """A persistent log cursor of this job (kept across restarts), starting at the deploy block."""
+        return Cursor.load(self.cursor_file, f"{self.chain_id}:{self.fl.address}:{what}", self.fl.deploy_block)
 
     @property
     def strategy(self) -> str:
@@ -304,7 +310,13 @@ def open_job(deployments: str | os.PathLike[str], store: str | None = None, *, i
     if spec.hash() != fl.params().modelSpecHash:
         raise PartyError(f"the model spec in {path} does not hash to the contract's modelSpecHash: the file was edited")
     store_spec = store or dep.extra.get("store") or DEFAULT_STORE
-    return Job(dep, fl, spec, open_store(str(store_spec), ipfs_index=ipfs_index), int(chain.chain_id), net)
+    return Job(dep, fl, spec, open_store(str(store_spec), ipfs_index=ipfs_index), int(chain.chain_id), net,
+               cursor_file=cursor_file_of(path))
+
+
+def cursor_file_of(deployments: Path) -> Path:
+    """deployments.json -> deployments.cursors.json: the parties' log cursors, beside the job's record."""
+    return deployments.with_name(deployments.stem + ".cursors.json")
 
 
 @dataclass

@@ -521,9 +521,15 @@ class Federation:
         (self.out / "final_model.hash").write_text("0x" + final_hash.hex() + "\n")
         (self.out / "final_model.safetensors").write_bytes(self.store.get(final_hash))
 
+        # Each round's verdicts are in the block that closed it: one query per round, not a scan of the job.
         slashes: dict[str, int] = {}
-        for ev in fl.events("UpdateRejected"):
-            slashes[str(ev.client)] = slashes.get(str(ev.client), 0) + int(ev.slashed)
+        forfeited = 0
+        for r in rows:
+            for ev in fl.round_logs(["UpdateRejected", "ProposalRejected"], fl.round(r.round_id)):
+                if ev.event_name == "UpdateRejected":
+                    slashes[str(ev.client)] = slashes.get(str(ev.client), 0) + int(ev.slashed)
+                else:
+                    forfeited += int(ev.bondForfeited)
         client_rows = []
         closed = [r.round_id for r in rows if r.status in ("finalized", "failed")]
         for i, c in enumerate(clients):
@@ -539,7 +545,6 @@ class Federation:
             ))
         final_acc = next((r.accuracy for r in reversed(rows) if r.status == "finalized"), float("nan"))
         committee = fl.committee()
-        forfeited = sum(int(ev.bondForfeited) for ev in fl.events("ProposalRejected"))
         disputed = [r.round_id for r in rows if r.status == "disputed"]
         honest_slashed = [c["address"] for c in client_rows if c["role"] == "honest" and c["slashed"]]
         committee_data = dict(

@@ -90,7 +90,8 @@ def test_m1_bad_update_is_slashed_when_the_round_misses_the_quorum(deploy, clien
     fl.submitUpdate(1, commitment(1, nan), 100, "", sender=nan)
     tx = propose(fl, 1, ZERO32, [nan], [], "", sender=aggregator)
 
-    assert event_args(tx, "UpdateRejected") == [dict(roundId=1, client=nan.address, slashed=HALF_STAKE, reason=6)]
+    assert event_args(tx, "UpdateRejected") == [dict(roundId=1, client=nan.address, slashed=HALF_STAKE, reason=6,
+                                                      stakeBefore=2 * HALF_STAKE)]
     assert event_args(tx, "RoundFailed") == [dict(roundId=1, accepted=1, rejected=1, excluded=0)]
     r = fl.getRound(1)
     assert r.phase == Phase.FAILED and r.reward == 0 and r.modelHash == ZERO32

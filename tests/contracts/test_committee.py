@@ -168,7 +168,8 @@ def test_m_attestations_apply_the_outcome(job, aggregator, clients, verifiers, c
     assert job.getRound(1).phase == Phase.PROPOSED  # 1 of m = 2: nothing yet
     assert job.getClient(c).stake == STAKE
     tx = job.attest(1, dict(o, evidenceLocator="", modelLocator="other"), sender=verifiers[2])  # locators: hints only
-    assert event_args(tx, "UpdateRejected") == [dict(roundId=1, client=c.address, slashed=STAKE // 2, reason=6)]
+    assert event_args(tx, "UpdateRejected") == [dict(roundId=1, client=c.address, slashed=STAKE // 2, reason=6,
+                                                      stakeBefore=STAKE)]
     assert event_args(tx, "RoundFinalized") == [dict(roundId=1, modelHash=MODEL, accepted=2, acceptedWeight=200,
                                                      reward=ETH)]
     assert job.getRound(1).phase == Phase.FINALIZED

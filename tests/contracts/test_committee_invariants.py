@@ -524,7 +524,7 @@ def test_committee_lifecycle_invariants(deploy, chain, clients, verifiers, aggre
             total = 0
             for a, x in zip(rejected, slashes):
                 cut = s.stake[a] * SLASH_BPS // 10_000
-                assert x["slashed"] == cut and x["reason"] == REASON_INVALID
+                assert x["slashed"] == cut and x["reason"] == REASON_INVALID and x["stakeBefore"] == s.stake[a]
                 if s.stake[a] >= MIN_STAKE > s.stake[a] - cut:
                     s.eligible -= 1
                 s.stake[a] -= cut

@@ -187,8 +187,8 @@ def test_rejected_slashed_excluded_untouched(fl, params, clients, register, star
     slash_b = mul_div(params.minStake, params.slashBps, BPS)
     slash_e = mul_div(3 * params.minStake + 1, params.slashBps, BPS)
     assert sorted(event_args(tx, "UpdateRejected"), key=lambda d: d["client"]) == sorted([
-        dict(roundId=1, client=b.address, slashed=slash_b, reason=6),
-        dict(roundId=1, client=e.address, slashed=slash_e, reason=6),
+        dict(roundId=1, client=b.address, slashed=slash_b, reason=6, stakeBefore=params.minStake),
+        dict(roundId=1, client=e.address, slashed=slash_e, reason=6, stakeBefore=3 * params.minStake + 1),
     ], key=lambda d: d["client"])
     assert event_args(tx, "UpdateExcluded") == [dict(roundId=1, client=d.address)]
     pool = params.rewardPerRound // 2  # slashes never reach the pool
@@ -239,7 +239,8 @@ def test_slash_fraction(deploy, clients, aggregator, chain, slash_bps):
     fl.submitUpdate(1, commitment(1, 1), 5, "", sender=b)
     tx = propose(fl, 1, MODEL, [b], [], "", sender=aggregator)
     slashed = stake * slash_bps // BPS
-    assert event_args(tx, "UpdateRejected") == [dict(roundId=1, client=b.address, slashed=slashed, reason=6)]
+    assert event_args(tx, "UpdateRejected") == [dict(roundId=1, client=b.address, slashed=slashed, reason=6,
+                                                      stakeBefore=stake)]
     assert slashed <= stake
     assert fl.getClient(b).stake == stake - slashed
     # the slash goes to the treasury; the unfunded pool gives this round no reward

@@ -478,6 +478,7 @@ class Driver:
         for a, why, x in zip(rejected, reasons, slashes):
             amount = stakes_before[a] * PARAMS["slashBps"] // BPS
             assert x["slashed"] == amount <= stakes_before[a]  # a slash never exceeds the stake
+            assert x["stakeBefore"] == stakes_before[a]
             assert x["reason"] == why
             m = s.clients[a]
             if m.status == 1 and m.stake >= PARAMS["minStake"] > m.stake - amount:
