@@ -109,7 +109,7 @@ def cli(account, config_file, aggregator_address, aggregator_key_file, store, de
     if res.key_generated:
         click.echo(f"\nKeep {res.key_file} secret (mode 0600): it opens every client's update. Give it only to the "
                    "aggregator (and to auditors who should re-compute rounds).")
-    net = dep.network
+    net, hint = _network_for_others(dep.network)
     click.echo("\nNext, one terminal each:\n"
                f"  ape run aggregator --network {net} --account <aggregator> --key-file {res.key_file} "
                f"--eval-data data/eval.npz --deployments {deployments}\n"
@@ -117,4 +117,30 @@ def cli(account, config_file, aggregator_address, aggregator_key_file, store, de
                f"--deployments {deployments}\n"
                + "".join(f"  ape run verifier --network {net} --account <verifier {v[:10]}…> --key-file <its key> "
                          f"--deployments {deployments}\n" for v in dep.extra["committee"]["verifiers"])
-               + f"  ape run verify_round 1 --network {net} --deployments {deployments}")
+               + f"  ape run verify_round 1 --network {net} --deployments {deployments}"
+               + (f"\n{hint}" if hint else ""))
+
+
+def _network_for_others(recorded: str) -> tuple[str, str]:
+    """The --network the other parties should pass, and a line on what it needs (or "").
+
+    A local node reached by URL is printed with its URL; a public network's URL may hold an API key,
+    so it is never printed: the `node` provider then reads it from ape-config.yaml.
+    """
+    import os
+
+    from ape import networks
+
+    provider = networks.provider
+    eco, name, prov = recorded.split(":")
+    uri = str(getattr(provider, "uri", "") or "")
+    if prov == "node" and name == "local" and uri:
+        return f"{eco}:{name}:{uri}", ""
+    if prov == "node":
+        return recorded, (f"({recorded} reads the node's URL from ape-config.yaml: node: {{{eco}: {{{name}: "
+                          f"{{uri: <your RPC URL>}}}}}}; without it Ape connects to a public RPC. Or pass "
+                          f"--network {eco}:{name}:<your RPC URL> as here.)")
+    if prov == "foundry" and os.environ.get("APE_FOUNDRY_HOST"):
+        return recorded, (f"(with APE_FOUNDRY_HOST={os.environ['APE_FOUNDRY_HOST']} exported in each terminal, as "
+                          "here: without it ape-foundry starts an Anvil of its own, without this job)")
+    return recorded, ""

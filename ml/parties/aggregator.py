@@ -182,6 +182,18 @@ def waiting_line(round_id: int, submitted: int, expected: int, missing: list[str
     return line
 
 
+def missed_line(round_id: int, streaks: dict[str, int], missing: list[str], show: int = 5) -> str:
+    """One line naming the clients that missed a round; a long streak says what it costs and what to do."""
+    names = [short(a, 8) + (f" ({streaks[a]} rounds in a row)" if streaks.get(a, 0) > 1 else "")
+             for a in missing[:show]]
+    line = f"round {round_id}: missed by {', '.join(names)}" + (f" and {len(missing) - show} more"
+                                                                if len(missing) > show else "")
+    if any(streaks.get(a, 0) >= 3 for a in missing):
+        line += ("; a client that stopped (out of gas money?) stays active and every round waits for it "
+                 "until the deadline: its operator should restart it, or call requestExit")
+    return line
+
+
 def _duration(seconds: int) -> str:
     if seconds < 120:
         return f"{seconds} s"
@@ -300,6 +312,7 @@ class AggregatorParty:
                              "trusted-aggregator mode, where a rogue proposal would simply apply")
         self.records: list[RoundRecord] = []
         self.roster = Roster(fl, job.cursor("ClientRegistered"))
+        self.missed_in_a_row: dict[str, int] = {}  # client -> rounds missed in a row (since this process started)
 
     # -- helpers
     def _done(self) -> bool:
@@ -349,7 +362,7 @@ class AggregatorParty:
             self._one_round()
             return None
 
-        return run_until_done(step, self.stop, self.log)
+        return run_until_done(step, self.stop, self.log, self.job.fl)
 
     def _one_round(self) -> None:
         fl = self.job.fl
@@ -380,6 +393,19 @@ class AggregatorParty:
                 self.log(warning)
         self._wait_and_finalize(r, started, gas0)
 
+    def _report_missed(self, r: int) -> None:
+        """Names the clients that could have submitted to round r and did not (with their streak), so that a
+        client that died (out of gas money, say) and stays active is seen, not just waited for."""
+        fl = self.job.fl
+        missing = set(self.roster.missing(r, {s.client for s in fl.submissions(r)}))
+        for a in list(self.missed_in_a_row):
+            if a not in missing:
+                del self.missed_in_a_row[a]
+        for a in sorted(missing):
+            self.missed_in_a_row[a] = self.missed_in_a_row.get(a, 0) + 1
+        if missing:
+            self.log(missed_line(r, self.missed_in_a_row, sorted(missing)))
+
     def _wait_and_finalize(self, r: int, started: float | None, gas0: int | None = None) -> None:
         fl = self.job.fl
         info = fl.round(r)
@@ -402,6 +428,7 @@ class AggregatorParty:
         if not self._wait(ready):
             return  # stop requested while waiting: the round stays open for the next run
         waited = time.monotonic() - t0
+        self._report_missed(r)
         if not fl.can_propose(r) and chain_now() <= info.deadline:
             advance_chain_past(info.deadline)
             self.log(f"round {r}: not every active client submitted within {self.opts.patience:g} s; "

@@ -207,6 +207,8 @@ class Client:
 
 # Rounds before the last submitted one that a restarted client looks at for unclaimed rewards.
 RECENT_ROUNDS = 3
+# Gas the funds pre-check reserves for register (it costs 0.11-0.16 M) and one round's submitUpdate.
+REGISTER_GAS = 2 * 160_000 + 150_000
 
 
 @dataclass
@@ -244,6 +246,7 @@ class ClientParty:
         self.settled: set[int] = set()  # of those, rounds whose reward question is closed
         self.missed: set[int] = set()
         self.received = 0
+        self.pool_warned = False  # the dry-pool warning is said once
 
     def warm_up(self) -> None:
         """Imports TensorFlow before the first round, so that a round does not wait for it."""
@@ -270,7 +273,7 @@ class ClientParty:
             if stake < params.minStake:
                 raise PartyError(f"--stake {fmt_eth(stake)} is below the job's minimum stake "
                                  f"{fmt_eth(params.minStake)}")
-            ensure_funds(self.account, stake, "registering")
+            ensure_funds(self.account, stake, "registering", gas=REGISTER_GAS)
             from ..sealing import generate_keypair
 
             fl.register(self.account, generate_keypair().public, stake)
@@ -302,7 +305,7 @@ class ClientParty:
             self._settle(final=True)
             return f"round {self.opts.rounds} is closed"
 
-        why = run_until_done(step, self.stop, self.log)
+        why = run_until_done(step, self.stop, self.log, self.job.fl)
         if self.stop.requested:  # stopped by a signal: withdraw what was claimed before exiting
             try:
                 self._settle(final=True)
@@ -385,10 +388,17 @@ class ClientParty:
         fl = self.job.fl
         due = []
         for r in sorted(self.submitted - self.settled):
-            phase = fl.round(r).phase
+            info = fl.round(r)
+            phase = info.phase
             if phase in (Phase.OPEN, Phase.PROPOSED):  # not decided yet
                 continue
             if phase == Phase.FINALIZED:
+                per_round = fl.params().rewardPerRound
+                if info.reward < per_round and not self.pool_warned:
+                    self.pool_warned = True
+                    self.log(f"WARNING: round {r} pays {fmt_eth(info.reward)} in all, not the {fmt_eth(per_round)} "
+                             "a round promises: the job's reward pool ran dry (anyone can refill it with "
+                             "fundRewards)")
                 status = fl.update(r, self.address).status
                 if status == UpdateStatus.SUBMITTED and fl.claimable(r, self.address) > 0:
                     due.append(r)

@@ -34,6 +34,9 @@ from .lifecycle import PartyError, _parse_bool, ensure_funds, parse_duration, pa
 STRATEGIES = tuple(aggregation.STRATEGIES)
 MAX_UPDATES_PER_ROUND = 1000  # the contract's bound (FederatedLearning.MAX_UPDATES_PER_ROUND)
 DEFAULT_DEPLOYMENTS = "deployments.json"
+# Gas reserved by the funds pre-check (bench/gas.py measures about 5.2 M with 3 verifiers, 50 k for fundRewards).
+DEPLOY_GAS = 5_500_000
+FUND_GAS = 80_000
 DEFAULT_KEY_FILE = "aggregator.key"
 DEFAULT_STORE = "store"
 # --------------------------------------------------------------------------- the job
@@ -370,7 +373,7 @@ def deploy_job(account: Any, cfg: DeployConfig, *, aggregator: str | None = None
         raise PartyError(f"--aggregator must be an address (0x followed by 40 hex digits), got {aggregator!r}")
     aggregator = to_checksum_address(aggregator or str(account.address))
     params = cfg.job_params(spec, initial_hash, public)
-    ensure_funds(account, cfg.fund, "deploying and funding the rewards")
+    ensure_funds(account, cfg.fund, "deploying and funding the rewards", gas=DEPLOY_GAS + (FUND_GAS if cfg.fund else 0))
     log(f"deploying from {account.address}: {spec.arch} for {cfg.dataset} ({num_params(spec):,} parameters), "
         f"initial model 0x{initial_hash.hex()[:10]}… in {blob_store}")
     committee = cfg.committee()

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import aggregation, codec, report
-from .aggregator import Aggregator
+from .aggregator import Aggregator, pool_warning
 from ..rounds import RoundOutcome
 from ..attacks import check_attack
 from eth_utils import to_checksum_address
@@ -213,6 +213,7 @@ class Federation:
         if cfg.quiet:
             self.console.quiet = True
         self.timings = Timings()
+        self._pool_warned = False
         self.meter = GasMeter()
         self.store = open_store(cfg.store or str(self.out / "store"))
 
@@ -423,6 +424,10 @@ class Federation:
         before = self.timings.copy()
         gas0 = self.meter.total
         round_id = aggregator.open_round()
+        warning = pool_warning(fl.reward_pool(), fl.params().rewardPerRound)
+        if warning and not self._pool_warned:  # once a run: the table shows each round's reward
+            self._pool_warned = True
+            self.log(f"[yellow]{warning}[/]")
         chosen = _select(cfg, round_id, len(clients))
         task = progress.add_task(f"round {round_id}/{cfg.rounds}: training", total=len(chosen) + 2)
         for n, i in enumerate(chosen, 1):

@@ -210,29 +210,108 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     return (OSError, ProviderNotConnectedError, StoreUnavailableError)
 
 
-def run_until_done(step: Callable[[], str | None], stop: "Stop", log: Callable[[str], None]) -> str:
-    """Calls step() until it says why it is done or a signal stops the party; returns that reason.
+# How node trouble reads once Ape or web3 has wrapped it (a VirtualMachineError around a reset
+# connection, a ProviderError around a refused one, a gateway's 502/503/429).
+_NODE_TROUBLE = re.compile(
+    r"Connection (aborted|refused|reset)|ConnectionResetError|ConnectionRefusedError|RemoteDisconnected"
+    r"|Max retries exceeded|Failed to establish a new connection|Read timed out|timed out|ProviderNotConnected"
+    r"|Bad Gateway|Service Unavailable|Gateway Time-?out|Too Many Requests|\b(502|503|504|429)\b.*(error|http)"
+    r"|not connected|BrokenPipe|EOF occurred", re.I)
 
-    While the node or the store is unreachable, waits with exponential backoff (at most 30 s)
-    and tries again: both parties follow the chain this way.
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error only means the node (or the store) is unreachable for now: wait and try again.
+
+    Looks through the chain of wrapped exceptions, since Ape reports a reset connection during a
+    transaction as a VirtualMachineError and our ChainError carries its text.
     """
     errors = transient_errors()
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, errors):
+            return True
+        if isinstance(e, ChainError) and e.reverted:
+            continue  # the contract said no: not the node's fault
+        if _NODE_TROUBLE.search(str(e)):
+            return True
+        stack += [e.__cause__, e.__context__, *[a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]]
+    return False
+
+
+_TROUBLE_NAMES = [  # what a wrapped connection error means, in a few words
+    (re.compile(r"Connection refused|NewConnectionError|Failed to establish", re.I), "connection refused"),
+    (re.compile(r"Connection reset|ConnectionResetError|Connection aborted|RemoteDisconnected|BrokenPipe", re.I),
+     "connection reset"),
+    (re.compile(r"timed out|Timeout", re.I), "timed out"),
+    (re.compile(r"Too Many Requests|\b429\b", re.I), "rate limited (429)"),
+    (re.compile(r"Bad Gateway|Service Unavailable|Gateway Time-?out|\b50[234]\b", re.I), "gateway error"),
+]
+
+
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """An error as one short line for a log: a connection problem by name, anything else its message, shortened."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for rx, name in _TROUBLE_NAMES:
+        if rx.search(text):
+            return name
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def job_lost(fl: Any) -> str | None:
+    """Why the job is gone from the node (None while its contract is there, or if the node does not answer).
+
+    A dev chain restarted without its state (Anvil without --state) has lost every contract.
+    """
+    from ape import chain
+
+    try:
+        code = chain.provider.get_code(fl.address)
+    except Exception:  # noqa: BLE001 - the node does not answer: that is not a lost job (yet)
+        return None
+    if code:
+        return None
+    return (f"the job's contract {fl.address} is no longer on the node: the chain was reset (a dev chain "
+            "restarted without its state, e.g. Anvil without --state) or this is another network. Deploy "
+            "again (ape run deploy), or restart the node with the state it had (anvil --state FILE)")
+
+
+def run_until_done(step: Callable[[], str | None], stop: "Stop", log: Callable[[str], None],
+                   fl: Any = None) -> str:
+    """Calls step() until it says why it is done or a signal stops the party; returns that reason.
+
+    While the node or the store is unreachable (refused, reset or timed-out connections, a node that
+    restarts), waits with exponential backoff (at most 30 s) and tries again, one line per problem:
+    every step starts from the chain's state, so a step cut short is simply done again. If the job's
+    contract is gone from the node (`fl` given), stops with one line saying what to do.
+    """
     failures = 0
     while not stop.requested:
         try:
             done = step()
             if done:
                 return done
+            if failures:
+                log(f"working again after {failures} failed attempt(s); carrying on")
             failures = 0
-        except errors as exc:
+        except Exception as exc:  # noqa: BLE001 - sorted below: lost job, transient, or a real error
             from ..store import StoreUnhealthyError
 
+            lost = job_lost(fl) if fl is not None else None
+            if lost:
+                raise PartyError(lost) from None
+            if not is_transient(exc):
+                raise
             failures += 1
             delay = min(30.0, 2.0 ** failures)
             if isinstance(exc, StoreUnhealthyError):  # the message says what is wrong and what to do
                 log(f"{exc}; checking again in {delay:.0f} s")
             else:
-                log(f"node or store unreachable ({type(exc).__name__}: {exc}); retrying in {delay:.0f} s")
+                log(f"node or store unreachable: {one_line(exc)} ({type(exc).__name__}); retrying in {delay:.0f} s")
             stop.sleep(delay)
     return f"stopped by {stop.signal_name}"
 
@@ -308,12 +387,26 @@ def _quiet_cached_key_warning() -> None:
     logging.getLogger("ape").addFilter(_Once())
 
 
-def ensure_funds(account: Any, need: int, what: str) -> None:
+def max_fee_per_gas() -> int:
+    """What a transaction may pay per gas now, as the node sees it (Ape reserves gas limit times this)."""
+    from ape import chain
+
+    provider = chain.provider
+    try:
+        return int(provider.base_fee) * 2 + int(provider.priority_fee)
+    except Exception:  # noqa: BLE001 - a node without EIP-1559 fields (or without eth_maxPriorityFeePerGas)
+        return int(provider.gas_price)
+
+
+def ensure_funds(account: Any, value: int, what: str, gas: int = 0) -> None:
+    """Stops with one line when the account cannot pay `value` plus up to `gas` at today's fee."""
     from ape import chain
 
     balance = int(chain.provider.get_balance(account.address))
-    if balance < need:
-        raise PartyError(f"{account.address} has {fmt_eth(balance)}, {what} needs about {fmt_eth(need)} plus gas; "
+    reserve = gas * max_fee_per_gas() if gas else 0
+    if balance < value + reserve:
+        parts = f" ({fmt_eth(value)} + up to {fmt_eth(reserve)} of gas at the current fee)" if reserve else ""
+        raise PartyError(f"{account.address} has {fmt_eth(balance)}; {what} needs {fmt_eth(value + reserve)}{parts}; "
                          "fund the account (a faucet on a testnet)")
 
 

@@ -317,4 +317,4 @@ class VerifierParty:
                                                time.monotonic() - t0))
             return None
 
-        return run_until_done(step, self.stop, self.log)
+        return run_until_done(step, self.stop, self.log, self.job.fl)

@@ -193,7 +193,8 @@ def test_m3_party_says_in_one_line_that_its_own_store_is_down():
         return item
 
     assert run_until_done(step, Stop(), lines.append) == "done"
-    (line,) = lines
+    line, back = lines
+    assert back == "working again after 1 failed attempt(s); carrying on"
     assert line.startswith("round 7 paused, nobody slashed: the aggregator's own store is unhealthy (disk full)")
     assert "checking again in 2 s" in line and "\n" not in line
 

@@ -148,6 +148,7 @@ def test_parties_step_by_step_on_the_embedded_chain(tmp_path, accounts, chain):
     assert fl.update(r1, clients[0].address).status == UpdateStatus.NONE
     assert fl.update(r1, clients[2].address).status == UpdateStatus.REJECTED
     assert any("moved the dev chain's time past the deadline" in m for m in logs)
+    assert f"round {r1}: missed by {clients[0].address[:10]}…" in logs  # the aggregator names who missed it
 
     # Round 2: client 0 catches up; client 2 (slashed below the minimum) tops up and takes part.
     clients[2].client.attack = None
@@ -194,6 +195,44 @@ def test_waiting_line_names_the_missing_clients_and_the_time_left():
     assert line.endswith("waiting for 0xa1a1a1a1…, 0xb2b2b2b2… and 5 more; deadline in 2 h 02 min")
     assert waiting_line(1, 2, 2, [], -5) == "round 1: 2/2 update(s) in; deadline passed"
     assert waiting_line(1, 0, 1, [], 600).endswith("deadline in 10 min 00 s")
+
+
+def test_node_trouble_is_transient_however_wrapped_and_said_in_a_few_words():
+    """What the trial saw: Ape's VirtualMachineError around a reset connection was not retried."""
+    from ape.exceptions import ContractLogicError, VirtualMachineError
+
+    from ml.chain import ChainError
+    from ml.parties.lifecycle import is_transient, one_line
+
+    reset = VirtualMachineError(str(("Connection aborted.", ConnectionResetError(104, "Connection reset by peer"))))
+    wrapped = ChainError("submitUpdate by 0xabc", "VirtualMachineError", detail=str(reset), reverted=False)
+    refused = RuntimeError("HTTPConnectionPool(host='127.0.0.1', port=8545): Max retries exceeded with url: / "
+                           "(Caused by NewConnectionError(...: Failed to establish a new connection: "
+                           "[Errno 111] Connection refused))")
+    for exc in (reset, wrapped, refused, ConnectionResetError(104, "reset"), TimeoutError("read timed out")):
+        assert is_transient(exc), exc
+    assert one_line(reset) == one_line(wrapped) == "connection reset" and one_line(refused) == "connection refused"
+    # A revert is the contract saying no, even if its text looked like trouble; a bug is a bug.
+    assert not is_transient(ChainError("submitUpdate by 0xabc", "DeadlinePassed", {"deadline": 5}))
+    assert not is_transient(ContractLogicError("execution reverted"))
+    assert not is_transient(KeyError("phase"))
+    try:
+        try:
+            raise ConnectionRefusedError(111, "refused")
+        except OSError as inner:
+            raise RuntimeError("could not read the round") from inner
+    except RuntimeError as outer:
+        assert is_transient(outer)  # found through __cause__
+
+
+def test_missed_line_names_clients_and_says_what_a_long_streak_costs():
+    from ml.parties.aggregator import missed_line
+
+    a, b = "0x" + "ab" * 20, "0x" + "cd" * 20
+    assert missed_line(4, {a: 1}, [a]) == f"round 4: missed by {a[:10]}…"
+    line = missed_line(9, {a: 3, b: 2}, [a, b])
+    assert line.startswith(f"round 9: missed by {a[:10]}… (3 rounds in a row), {b[:10]}… (2 rounds in a row); ")
+    assert "stays active" in line and "requestExit" in line
 
 
 def test_a_dry_reward_pool_is_a_warning():
