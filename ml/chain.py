@@ -456,6 +456,8 @@ class FLContract:
         self._params: JobParams | None = None
         self._committee: Committee | None = None
         self._reader: Any = None
+        # Blocks a state must be under before a party acts on it (views with confirmed=True read there).
+        self.confirmations = 0
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -495,14 +497,23 @@ class FLContract:
             self._params = JobParams.from_struct(self.contract.params())
         return self._params
 
-    def current_round(self) -> int:
-        return int(self.contract.currentRound())
+    def _at(self, confirmed: bool) -> dict[str, Any]:
+        """Call options reading `confirmations` blocks below the head (none: the latest state)."""
+        if not confirmed or self.confirmations <= 0:
+            return {}
+        from ape import chain
+
+        return {"block_id": max(0, chain.blocks.height - self.confirmations)}
+
+    def current_round(self, confirmed: bool = False) -> int:
+        """The newest round; with confirmed=True as of `confirmations` blocks ago (what a party acts on)."""
+        return int(self.contract.currentRound(**self._at(confirmed)))
 
     def latest_model_hash(self) -> bytes:
         return bytes(self.contract.latestModelHash())
 
-    def round(self, round_id: int) -> RoundInfo:
-        r = self.contract.getRound(round_id)
+    def round(self, round_id: int, confirmed: bool = False) -> RoundInfo:
+        r = self.contract.getRound(round_id, **self._at(confirmed))
         return RoundInfo(
             round_id=round_id,
             base_model_hash=bytes(r.baseModelHash),
@@ -549,8 +560,8 @@ class FLContract:
     def total_burned(self) -> int:
         return int(self.contract.totalBurned())
 
-    def can_propose(self, round_id: int) -> bool:
-        return bool(self.contract.canPropose(round_id))
+    def can_propose(self, round_id: int, confirmed: bool = False) -> bool:
+        return bool(self.contract.canPropose(round_id, **self._at(confirmed)))
 
     def committee(self) -> Committee:
         """The verifier committee (fixed at deployment, so cached)."""

@@ -41,8 +41,11 @@ def _rounds(text: str) -> tuple[int, ...] | None:
                    "dispute the proposal and the bond forfeited; needs a job with verifiers")
 @click.option("--rogue-rounds", default="all", show_default=True,
               help="With --rogue-aggregator: the rounds to cheat in, as a list (1,3) or 'all'")
+@click.option("--confirmations", type=click.IntRange(0), default=None,
+              help="Blocks a change must be under before this party acts on it (a reorg can undo the newest "
+                   "blocks; a dropped submission is sent again) [0 on a local dev chain, 2 elsewhere]")
 def cli(account, key_file, eval_data, store, deployments, rounds, min_clients, advance_time, patience, poll,
-        rogue_aggregator, rogue_rounds):
+        rogue_aggregator, rogue_rounds, confirmations):
     """Run rounds of a deployed job: start a round, wait until every active client submitted (or the
     deadline), open and check the sealed updates, aggregate, publish the global model, finalize. Stops
     after --rounds, or on Ctrl-C / SIGTERM (exit 0); run it again to continue where it stopped."""
@@ -57,7 +60,7 @@ def cli(account, key_file, eval_data, store, deployments, rounds, min_clients, a
 
     def make() -> AggregatorParty:
         prepare_account(account, log)
-        job = open_job(deployments, store)
+        job = open_job(deployments, store, confirmations=confirmations)
         return AggregatorParty(
             account, job, load_private_key(key_file),
             AggregatorOptions(rounds=rounds, min_clients=min_clients, advance_time=advance_time,

@@ -30,8 +30,11 @@ from ml.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RAT
 @click.option("--claim-every", type=click.IntRange(1), default=1, show_default=True,
               help="Withdraw the rewards every N rounds (and at exit); the rounds' rewards are claimed in one "
                    "transaction while waiting, never between two submissions")
+@click.option("--confirmations", type=click.IntRange(0), default=None,
+              help="Blocks a change must be under before this party acts on it (a reorg can undo the newest "
+                   "blocks; a dropped submission is sent again) [0 on a local dev chain, 2 elsewhere]")
 def cli(account, data_file, store, deployments, stake, top_up, rounds, epochs, batch_size, learning_rate, mu, seed,
-        poll, claim_every):
+        poll, claim_every, confirmations):
     """Take part in a deployed job: register with a stake if needed, then for every round train the
     global model on --data, seal the update to the aggregator, store it and submit its commitment;
     claim and withdraw the rewards of finalized rounds. Stops after --rounds, or on Ctrl-C / SIGTERM
@@ -47,7 +50,7 @@ def cli(account, data_file, store, deployments, stake, top_up, rounds, epochs, b
 
     def make() -> ClientParty:
         prepare_account(account, log)
-        job = open_job(deployments, store)
+        job = open_job(deployments, store, confirmations=confirmations)
         x, y = load_npz(data_file, "--data")
         opts = ClientOptions(rounds=rounds, stake=parse_eth(stake, "--stake") if stake else None, top_up=top_up,
                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, mu=mu, seed=seed,

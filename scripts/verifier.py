@@ -30,7 +30,10 @@ DEFAULT_VERIFIER_KEY = "verifier.key"
                    "anything unchecked). The threshold is what keeps either from deciding a round alone")
 @click.option("--poll", type=float, default=5.0, show_default=True,
               help="Longest pause between two looks at the chain (polling backs off from 0.5 s to this)")
-def cli(account, key_file, show_key, store, deployments, rounds, rogue_verifier, poll):
+@click.option("--confirmations", type=click.IntRange(0), default=None,
+              help="Blocks a change must be under before this party acts on it (a reorg can undo the newest "
+                   "blocks; a dropped submission is sent again) [0 on a local dev chain, 2 elsewhere]")
+def cli(account, key_file, show_key, store, deployments, rounds, rogue_verifier, poll, confirmations):
     """Verify every proposed round of a deployed job: fetch and open each sealed update with this
     verifier's key, re-run the aggregator's computation (the same code), check the evidence of each
     rejection, then attest when the outcome is the same and dispute otherwise, logging one line per
@@ -59,7 +62,7 @@ def cli(account, key_file, show_key, store, deployments, rounds, rogue_verifier,
 
     def make() -> VerifierParty:
         prepare_account(account, log)
-        job = open_job(deployments, store)
+        job = open_job(deployments, store, confirmations=confirmations)
         return VerifierParty(account, job, load_private_key(key_file),
                              VerifierOptions(rounds=rounds, max_poll=poll, rogue=rogue_verifier), stop=stop, log=log)
 

@@ -23,6 +23,7 @@ from .lifecycle import (
     Stop,
     advance_chain_past,
     chain_now,
+    confirmed_now,
     check_data_fits,
     round_closed,
     run_until_done,
@@ -421,8 +422,8 @@ class AggregatorParty:
                 missing = self.roster.missing(r, submitted)
                 self.log(waiting_line(r, n, info.eligible if info.eligible else n + len(missing), missing,
                                       info.deadline - chain_now()))
-            if fl.can_propose(r) or chain_now() > info.deadline:
-                return True
+            if fl.can_propose(r, confirmed=True) or confirmed_now(fl) > info.deadline:
+                return True  # every submission in (and under its confirmations), or the deadline passed
             return self.opts.advance_time and time.monotonic() - t0 >= self.opts.patience
 
         if not self._wait(ready):

@@ -247,6 +247,8 @@ class ClientParty:
         self.missed: set[int] = set()
         self.received = 0
         self.pool_warned = False  # the dry-pool warning is said once
+        # Submissions not yet under `confirmations` blocks: round -> (result, block it was seen in).
+        self.unconfirmed: dict[int, tuple[Any, int]] = {}
 
     def warm_up(self) -> None:
         """Imports TensorFlow before the first round, so that a round does not wait for it."""
@@ -316,8 +318,9 @@ class ClientParty:
     def _step(self) -> bool:
         """One look at the chain: take part in the open round if we can, claim what is due; True when done."""
         fl = self.job.fl
-        cur = fl.current_round()
-        info = fl.round(cur) if cur else None
+        self._resend_dropped()
+        cur = fl.current_round(confirmed=True)  # a round is acted on once its start has its confirmations
+        info = fl.round(cur, confirmed=True) if cur else None
         if info is not None and info.phase == Phase.OPEN and cur not in self.submitted and cur not in self.missed \
                 and not (self.opts.rounds and cur > self.opts.rounds):
             self._take_part(cur, info)
@@ -328,8 +331,10 @@ class ClientParty:
         state = (cur, info.phase if info else None)
 
         def changed() -> bool:
-            c = fl.current_round()
-            return (c, fl.round(c).phase if c else None) != state
+            if self._dropped():
+                return True  # a reorg took a submission away: send it again
+            c = fl.current_round(confirmed=True)
+            return (c, fl.round(c, confirmed=True).phase if c else None) != state
 
         if info is None or info.phase != Phase.OPEN or cur in self.submitted:
             what = f"round {cur} to close" if info is not None and info.phase == Phase.OPEN else "the next round"
@@ -379,8 +384,48 @@ class ClientParty:
                 self.missed.add(r)
             return
         self.submitted.add(r)
+        if fl.confirmations > 0:
+            from ape import chain
+
+            self.unconfirmed[r] = (res, chain.blocks.height)
         self.log(f"round {r}: submitted update {short(res.commitment)} ({res.samples} samples, train loss "
                  f"{res.train_loss:.4f}, gas {fl.meter.total - gas0:,}) in {time.monotonic() - t0:.1f} s")
+
+    def _dropped(self) -> list[int]:
+        """Rounds whose submission is no longer on chain (a reorg dropped it); forgets confirmed ones."""
+        if not self.unconfirmed:
+            return []
+        from ape import chain
+
+        fl, head, out = self.job.fl, chain.blocks.height, []
+        for r, (_, block) in list(self.unconfirmed.items()):
+            if fl.update(r, self.address).status == UpdateStatus.NONE:
+                out.append(r)
+            elif head - block >= fl.confirmations:
+                del self.unconfirmed[r]  # deep enough: final
+        return out
+
+    def _resend_dropped(self) -> None:
+        """Sends again (same blob, same commitment) a submission a reorg dropped, while its round is open."""
+        from ape import chain
+
+        fl = self.job.fl
+        for r in self._dropped():
+            res, _ = self.unconfirmed.pop(r)
+            info = fl.round(r)
+            if info.phase != Phase.OPEN or chain_now() > info.deadline:
+                self.log(f"round {r}: the submission {short(res.commitment)} was dropped by a reorg and the round "
+                         "is closed now; nothing to send again")
+                continue
+            try:
+                fl.submit(self.account, r, res.commitment, res.samples, res.locator)
+            except ChainError as exc:
+                if exc.error_name not in RACES:
+                    raise
+                self.log(f"round {r}: could not send the dropped submission again ({exc.error_name})")
+                continue
+            self.unconfirmed[r] = (res, chain.blocks.height)
+            self.log(f"round {r}: the submission {short(res.commitment)} was dropped by a reorg; sent it again")
 
     def _settle(self, final: bool = False) -> None:
         """Claims the rewards of every decided round this client was accepted in, in one transaction, and

@@ -22,6 +22,7 @@ from ..chain import (
     WEI,
     ZERO_ADDRESS,
     DEFAULT_ADMIN_DELAY,
+    is_dev_chain,
     load_deployment,
     network_name,
     save_deployment,
@@ -287,8 +288,17 @@ class Job:
         return self.store.get(model_hash, self.model_locator(model_hash))
 
 
-def open_job(deployments: str | os.PathLike[str], store: str | None = None, *, ipfs_index: str | None = None) -> Job:
-    """The job recorded for the connected network, checked against the chain."""
+# Confirmations a party waits for before acting on chain state, on a live network (0 on dev chains).
+LIVE_CONFIRMATIONS = 2
+
+
+def open_job(deployments: str | os.PathLike[str], store: str | None = None, *, ipfs_index: str | None = None,
+             confirmations: int | None = None) -> Job:
+    """The job recorded for the connected network, checked against the chain.
+
+    `confirmations`: blocks a state must be under before the party acts on it (None: 0 on a dev
+    chain, LIVE_CONFIRMATIONS elsewhere).
+    """
     from ape import chain
 
     net = network_name()
@@ -309,6 +319,9 @@ def open_job(deployments: str | os.PathLike[str], store: str | None = None, *, i
     except ChainError as exc:
         raise PartyError(f"{exc} (address {dep.address} from {path}; a dev chain that was restarted loses its "
                          "contracts: deploy again)") from None
+    if confirmations is not None and confirmations < 0:
+        raise PartyError(f"--confirmations must be 0 or more, got {confirmations}")
+    fl.confirmations = confirmations if confirmations is not None else (0 if is_dev_chain() else LIVE_CONFIRMATIONS)
     spec = ModelSpec.from_json(json.dumps(dep.model_spec))
     if spec.hash() != fl.params().modelSpecHash:
         raise PartyError(f"the model spec in {path} does not hash to the contract's modelSpecHash: the file was edited")

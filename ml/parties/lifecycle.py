@@ -165,6 +165,16 @@ def chain_now() -> int:
         return max(int(chain.blocks.head.timestamp), int(time.time()))
 
 
+def confirmed_now(fl: Any) -> int:
+    """chain_now(), or with confirmations the timestamp of the block that many below the head: a deadline
+    counts as passed once a block after it is confirmed (submissions before it can no longer be reorged in)."""
+    if not getattr(fl, "confirmations", 0):
+        return chain_now()
+    from ape import chain
+
+    return int(chain.blocks[max(0, chain.blocks.height - fl.confirmations)].timestamp)
+
+
 def advance_chain_past(timestamp: int) -> None:
     """On a local dev chain, mine a block just after `timestamp` (Anvil, the embedded chain, Ganache)."""
     from ape import chain

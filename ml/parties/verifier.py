@@ -273,8 +273,8 @@ class VerifierParty:
     def _pending(self) -> int | None:
         """The current round, if its proposal awaits this verifier's vote and can still take it."""
         fl = self.job.fl
-        cur = fl.current_round()
-        if not cur or fl.round(cur).phase != Phase.PROPOSED or fl.vote_of(cur, self.verifier.address):
+        cur = fl.current_round(confirmed=True)  # a proposal is acted on once it has its confirmations
+        if not cur or fl.round(cur, confirmed=True).phase != Phase.PROPOSED or fl.vote_of(cur, self.verifier.address):
             return None
         if chain_now() > fl.proposal(cur).proposed_at + fl.params().attestationPeriod:
             return None
