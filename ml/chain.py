@@ -672,7 +672,10 @@ class FLContract:
         action = f"{fn} by {sender.address}"
         t0 = time.perf_counter()
         try:
-            receipt = method(*args, sender=sender, value=value) if value else method(*args, sender=sender)
+            # required_confirmations=0: Ape returns once mined and draws no "Confirmations (0/2)" bar; the
+            # parties wait for confirmations themselves, where it matters (FLContract.confirmations).
+            kw = dict(sender=sender, required_confirmations=0, **({"value": value} if value else {}))
+            receipt = method(*args, **kw)
             if not _mined(receipt):  # a node that does not mine on its own (Anvil --no-mining, interval mining)
                 receipt = wait_until_mined(action, receipt.txn_hash)
         except TransactionNotFoundError as exc:  # sent, but not mined within the network's acceptance timeout

@@ -367,11 +367,21 @@ def prepare_account(account: Any, log: Callable[[str], None]) -> None:
     alias = getattr(account, "alias", None) or "?"
     env = f"APE_ACCOUNTS_{alias}_PASSPHRASE"
     passphrase = os.environ.get(env)
+    from ape.exceptions import AccountsError
+
+    wrong = (f"the passphrase {'in ' + env if passphrase else 'given'} does not unlock account {alias!r} "
+             f"({account.address}): set the right one, or `ape accounts change-password {alias}`")
     if passphrase:
-        account.set_autosign(True, passphrase=passphrase)
+        try:
+            account.set_autosign(True, passphrase=passphrase)
+        except AccountsError:
+            raise PartyError(wrong) from None
         log(f"account {alias} ({account.address}) unlocked from {env}; signing unattended")
     elif sys.stdin.isatty():
-        account.set_autosign(True)  # prompts for the passphrase once
+        try:
+            account.set_autosign(True)  # prompts for the passphrase once
+        except AccountsError:
+            raise PartyError(wrong) from None
         log(f"account {alias} ({account.address}) unlocked; signing unattended")
     else:
         raise PartyError(
@@ -381,20 +391,15 @@ def prepare_account(account: Any, log: Callable[[str], None]) -> None:
 
 
 def _quiet_cached_key_warning() -> None:
-    """Ape warns "Using cached key for <alias>" at every signature of an unlocked account: once is enough."""
+    """Ape warns "Using cached key for <alias>" at every signature of an unlocked account; the party has
+    said once that it signs unattended, which is the same thing."""
     import logging
 
-    class _Once(logging.Filter):
-        seen = False
-
+    class _Drop(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
-            if str(record.msg).startswith("Using cached key for"):
-                if self.seen:
-                    return False
-                self.seen = True
-            return True
+            return not str(record.msg).startswith("Using cached key for")
 
-    logging.getLogger("ape").addFilter(_Once())
+    logging.getLogger("ape").addFilter(_Drop())  # Ape's logger (ape.logging.logger) is this one
 
 
 def max_fee_per_gas() -> int:

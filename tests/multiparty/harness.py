@@ -136,13 +136,13 @@ class Parties:
         for a, _ in items:
             self.env[f"APE_ACCOUNTS_{a}_PASSPHRASE"] = PASSPHRASE
 
-    def start(self, name: str, *args: str) -> Party:
-        p = Party(name, [str(a) for a in args], self.tmp / f"{name}.log", dict(self.env))
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Party:
+        p = Party(name, [str(a) for a in args], self.tmp / f"{name}.log", {**self.env, **(env or {})})
         self.procs.append(p)
         return p
 
-    def run(self, name: str, *args: str, timeout: float = 180) -> tuple[int, str]:
-        p = self.start(name, *args)
+    def run(self, name: str, *args: str, timeout: float = 180, env: dict[str, str] | None = None) -> tuple[int, str]:
+        p = self.start(name, *args, env=env)
         rc = p.wait(timeout)
         return rc, p.text()
 

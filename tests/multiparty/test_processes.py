@@ -40,6 +40,11 @@ def test_separate_processes_two_rounds_verified(tmp_path, parties):
                              "fl_client_2": 4, "fl_verifier_0": 5, "fl_verifier_1": 6})
     common = ["--network", NETWORK, "--deployments", deployments]
 
+    # A wrong passphrase is one line saying so, not a traceback (and nothing is sent).
+    rc, out = parties.run("wrong-passphrase", "run", "client", *common, "--account", "fl_client_0", "--data",
+                          data["clients"][0], env={"APE_ACCOUNTS_fl_client_0_PASSPHRASE": "not-it"})
+    assert rc == 1 and "does not unlock account 'fl_client_0'" in out and "Traceback" not in out, out
+
     # Each verifier makes its own key and hands ADDRESS:KEY to the deployer.
     vkeys = [tmp_path / f"verifier-{i}.key" for i in range(2)]
     shows = [parties.start(f"show-key{i}", "run", "verifier", "--network", NETWORK, "--account", f"fl_verifier_{i}",
