@@ -9,6 +9,13 @@
 - committee: 10 clients, 5 rounds, trusted mode against 2 verifiers (m = 2) and 3
   (m = 2), on the embedded chain and Anvil: round time and its ratio to trusted
   mode, gas per round; the bytes a seal adds per recipient.
+- floor: on each chain, one round's transactions (startRound, 10 submitUpdate,
+  proposeRound) sent three ways in one run: pre-signed raw transactions straight
+  to the node (the floor), the same calls through our FLContract (Ape's path), and
+  the chain part of a real federated_round round (transactions and views);
+  each as a ratio to the floor.
+- aging: 10 clients, 50 rounds, on the embedded chain and on Anvil: round time and
+  chain time by round number (flat: no query grows with the job's age); a PNG plot.
 - robustness: 10 clients with 0 to 4 attackers of each kind, for each strategy:
   final accuracy, attackers rejected (slashed) or excluded, honest clients
   wrongly excluded.
@@ -128,6 +135,132 @@ def committee(quick: bool) -> dict[str, Any]:
                     "re-validates and re-aggregates every update and sends one transaction"}
 
 
+MNEMONIC = "test test test test test test test test test test test junk"  # ape-config.yaml's test mnemonic
+
+
+def _keys(n: int) -> list[Any]:
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    return [Account.from_mnemonic(MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(n)]
+
+
+def _one_round_three_ways(n_clients: int) -> dict[str, float]:
+    """Seconds for one round's transactions: pre-signed raw (floor) against FLContract (Ape), same node."""
+    from ape import accounts, chain
+
+    from ml.chain import FLContract, JobParams, Outcome
+
+    params = JobParams(minStake=10**17, unbondingPeriod=3600, submissionPeriod=3600, gracePeriod=600, quorum=1,
+                       maxUpdatesPerRound=0, maxSamplesPerUpdate=100_000, slashBps=5000, rewardPerRound=0,
+                       normBound=0, modelSpecHash=b"\x11" * 32, initialModelHash=b"\x22" * 32,
+                       aggregatorKey=b"\x33" * 32)
+    admin, agg = accounts.test_accounts[0], accounts.test_accounts[1]
+    clients = [accounts.test_accounts[2 + i] for i in range(n_clients)]
+    keys = _keys(2 + n_clients)
+    w3 = chain.provider.web3
+    out: dict[str, float] = {}
+    for way in ("floor", "ape"):
+        fl = FLContract.deploy(admin, params, admin.address, agg.address)
+        for c in clients:
+            fl.register(c, b"\x44" * 32, params.minStake)
+        c = fl.contract
+        calls = [(1, c.startRound.encode_input())]
+        calls += [(2 + i, c.submitUpdate.encode_input(1, bytes([i + 1]) * 32, 100, f"loc-{i}"))
+                  for i in range(n_clients)]
+        outcome = Outcome.of(b"\x55" * 32, {}, [], model_locator="m")
+        calls.append((1, c.proposeRound.encode_input(1, outcome.to_struct())))
+        if way == "floor":
+            chain_id = int(w3.eth.chain_id)
+            fee = int(w3.eth.gas_price) * 2 + 10**9
+            nonces = {i: w3.eth.get_transaction_count(keys[i].address) for i in {i for i, _ in calls}}
+            raws = []
+            for i, data in calls:  # signed before the clock starts: the floor is the node's own time
+                tx = dict(to=fl.address, data=data, gas=2_000_000, nonce=nonces[i], chainId=chain_id, value=0,
+                          maxFeePerGas=fee, maxPriorityFeePerGas=10**9, type=2)
+                nonces[i] += 1
+                raws.append(keys[i].sign_transaction(tx).raw_transaction)
+            t0 = time.perf_counter()
+            for raw in raws:
+                h = w3.eth.send_raw_transaction(raw)
+                assert w3.eth.wait_for_transaction_receipt(h, timeout=60, poll_latency=0.005).status == 1
+            out["floor_s"] = time.perf_counter() - t0
+        else:
+            t0 = time.perf_counter()
+            fl.start_round(agg)
+            for i, cl in enumerate(clients):
+                fl.submit(cl, 1, bytes([i + 1]) * 32, 100, f"loc-{i}")
+            fl.propose(agg, 1, outcome)
+            out["ape_s"] = time.perf_counter() - t0
+        assert fl.round(1).phase.name == "FINALIZED"
+    out["transactions"] = len(calls)
+    return out
+
+
+def floor(quick: bool) -> dict[str, Any]:
+    """The physical floor of a round's chain time, against our path and a real round, in one run."""
+    from ape import networks
+    from ape.logging import logger
+
+    logger.set_level("ERROR")
+    n = 4 if quick else 10
+    rows = []
+    _run("ethereum:local:test", clients=2, rounds=1)  # warm TensorFlow up
+    for label, net in [("embedded", "ethereum:local:test"), ("anvil", "ethereum:local:foundry")]:
+        with networks.parse_network_choice(net):
+            ways = _one_round_three_ways(n)
+        res = _run(net, clients=n, rounds=2 if quick else 4)
+        per = [r for r in res.rows if r.status == "finalized"][1:]  # round 1 pays first-use costs
+        fed_chain = sum(r.phases.get("chain", 0.0) for r in per) / len(per)
+        fed_round = sum(r.seconds for r in per) / len(per)
+        rows.append(dict(chain=label, transactions=ways["transactions"], floor_s=ways["floor_s"],
+                         ape_tx_s=ways["ape_s"], ape_over_floor=ways["ape_s"] / ways["floor_s"],
+                         round_chain_s=fed_chain, round_chain_over_floor=fed_chain / ways["floor_s"],
+                         round_s=fed_round, chain_share_of_round=fed_chain / fed_round))
+    return {"rows": rows, "clients": n,
+            "target": "a round's chain time within 3x of the floor (pre-signed raw transactions to the same node)"}
+
+
+def aging(quick: bool, out: Path | None = None) -> dict[str, Any]:
+    """Round time against the round number: the first rounds against the last ones, in one run."""
+    rounds = 6 if quick else 50
+    nets = [("embedded", "ethereum:local:test"), ("anvil", "ethereum:local:foundry")]
+    _run("ethereum:local:test", clients=2, rounds=1)  # warm TensorFlow up
+    rows, series = [], {}
+    for label, net in nets:
+        res = _run(net, clients=4 if quick else 10, rounds=rounds)
+        per = [r for r in res.rows if r.status == "finalized"]
+        secs = [r.seconds for r in per]
+        chain_s = [r.phases.get("chain", 0.0) for r in per]
+        k = max(1, len(per) // 10)  # first and last tenth (5 rounds of 50)
+        first, last = sum(secs[1:k + 1]) / k, sum(secs[-k:]) / k  # round 1 pays the first compilations
+        first_c, last_c = sum(chain_s[1:k + 1]) / k, sum(chain_s[-k:]) / k
+        series[label] = dict(round_seconds=secs, chain_seconds=chain_s)
+        rows.append(dict(chain=label, rounds=len(per), first_round_s=first, last_round_s=last,
+                         last_over_first=last / first, first_chain_s=first_c, last_chain_s=last_c,
+                         chain_last_over_first=last_c / first_c if first_c else float("nan")))
+    if out is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for label, d in series.items():
+            ax.plot(range(1, len(d["round_seconds"]) + 1), d["round_seconds"], label=f"{label}: round")
+            ax.plot(range(1, len(d["chain_seconds"]) + 1), d["chain_seconds"], "--", label=f"{label}: chain part")
+        ax.set_xlabel("round")
+        ax.set_ylabel("seconds")
+        ax.set_ylim(bottom=0)
+        ax.set_title("Round time by round number (10 clients, digits MLP)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"rounds_aging{'_quick' if quick else ''}.png", dpi=120)
+        plt.close(fig)
+    return {"rows": rows, "series": series,
+            "target": "rounds 1-50 flat: the last rounds take no longer than the first (ratio about 1)"}
+
+
 ONLY_STRATEGIES: list[str] = []  # --strategy: rerun robustness for some strategies only
 PARTIAL: Path | None = None  # where robustness writes its rows as they come (a long part)
 
@@ -175,7 +308,8 @@ def _honest_excluded(res) -> int:
     return sum(c["excluded"] for c in res.clients if c["role"] == "honest")
 
 
-PARTS = {"overhead": overhead, "scale": scale, "committee": committee, "robustness": robustness}
+PARTS = {"overhead": overhead, "scale": scale, "committee": committee, "floor": floor, "aging": aging,
+         "robustness": robustness}
 
 
 def _table(title: str, rows: list[dict[str, Any]]) -> Table:
@@ -204,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=160)
     for name in args.part or list(PARTS):
         t0 = time.perf_counter()
-        data = PARTS[name](args.quick)
+        data = PARTS[name](args.quick, args.out) if name == "aging" else PARTS[name](args.quick)
         data.update(part=name, quick=args.quick, seconds=time.perf_counter() - t0,
                     machine=dict(python=platform.python_version(), processor=platform.machine()))
         console.print(_table(f"rounds: {name}", data["rows"]))

@@ -55,6 +55,13 @@ def test_rounds_quick(tmp_path):
     seal = committee["seal"]  # measured on real blobs, against the format's own arithmetic
     assert seal["per_recipient"] == sealed_overhead(2) - sealed_overhead(1) == 80
     assert seal["sealed_1"] - seal["plaintext"] == sealed_overhead(1)
+    floor = json.loads((tmp_path / "rounds_floor_quick.json").read_text())["rows"]
+    assert {r["chain"] for r in floor} == {"embedded", "anvil"}
+    for r in floor:  # every way sent the same round and finalized it; a floor is a floor
+        assert r["transactions"] == 6 and 0 < r["floor_s"] and r["ape_over_floor"] > 0
+    aging = json.loads((tmp_path / "rounds_aging_quick.json").read_text())
+    assert [len(aging["series"][c]["round_seconds"]) for c in ("embedded", "anvil")] == [6, 6]
+    assert (tmp_path / "rounds_aging_quick.png").stat().st_size > 0
     robust = json.loads((tmp_path / "rounds_robustness_quick.json").read_text())["rows"]
     nan = [r for r in robust if r["attack"] == "nan"]
     assert nan and all(r["rejected"] == r["attackers"] for r in nan)

@@ -61,3 +61,26 @@ def test_tx_hash_is_read_from_apes_timeout_error():
     assert _tx_hash(TransactionNotFoundError(h, "is not in the chain after 20 seconds"), "x") == h
     with pytest.raises(ChainError, match="x failed with TransactionNotFoundError"):
         _tx_hash(TransactionNotFoundError(None, "gone"), "x")
+
+
+def test_a_transaction_takes_a_few_node_calls_and_its_events_decode(anvil):
+    """The direct path: estimateGas, nonce, sendRawTransaction, receipt (the fee cached on a dev chain; web3
+    checks the chain id twice); Ape's path took twelve, among them a trace_transaction after every one."""
+    from ape import accounts
+
+    from ml.rpcproxy import RpcProxy
+
+    with RpcProxy(anvil, max_range=None) as proxy, on_anvil(proxy.url):
+        admin, agg, client = (accounts.test_accounts[i] for i in range(3))
+        fl = FLContract.deploy(admin, JobParams(**default_params()), admin.address, agg.address)
+        fl.register(client, b"\x44" * 32, fl.params().minStake)
+        proxy.counts.clear()
+        receipt = fl.top_up(client, 5)
+        assert receipt.status == 1 and receipt.gas_used == fl.meter.gas["topUp"] > 0
+        (ev,) = receipt.events
+        assert ev.event_name == "StakeToppedUp" and ev.amount == 5 and ev.client == client.address
+        assert "trace_transaction" not in proxy.counts
+        assert sum(proxy.counts.values()) <= 6, proxy.counts
+        # A revert still comes back by name (the estimate fails; Ape's path decodes it).
+        with pytest.raises(ChainError, match=r"withdrawStake by .* reverted with NotExiting"):
+            fl.withdraw_stake(client)
