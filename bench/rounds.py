@@ -213,10 +213,12 @@ def floor(quick: bool) -> dict[str, Any]:
         per = [r for r in res.rows if r.status == "finalized"][1:]  # round 1 pays first-use costs
         fed_chain = sum(r.phases.get("chain", 0.0) for r in per) / len(per)
         fed_round = sum(r.seconds for r in per) / len(per)
+        views = sum(r.view_calls for r in per) / len(per)
         rows.append(dict(chain=label, transactions=ways["transactions"], floor_s=ways["floor_s"],
                          ape_tx_s=ways["ape_s"], ape_over_floor=ways["ape_s"] / ways["floor_s"],
                          round_chain_s=fed_chain, round_chain_over_floor=fed_chain / ways["floor_s"],
-                         round_s=fed_round, chain_share_of_round=fed_chain / fed_round))
+                         round_s=fed_round, chain_share_of_round=fed_chain / fed_round,
+                         views_per_round=views, views_per_round_per_client=views / n))
     return {"rows": rows, "clients": n,
             "target": "a round's chain time within 3x of the floor (pre-signed raw transactions to the same node)"}
 

@@ -493,6 +493,7 @@ class FLContract:
         self.deploy_block = deploy_block
         self.meter = meter or GasMeter()
         self._params: JobParams | None = None
+        self._params_round: int | None = None
         self._committee: Committee | None = None
         self._reader: Any = None
         self._fee: tuple[int, int, float] | None = None
@@ -535,10 +536,12 @@ class FLContract:
         return str(self.contract.address)
 
     # --------------------------------------------------------------- views
-    def params(self, fresh: bool = False) -> JobParams:
-        """The job's parameters; cached, since only the aggregator key can change (between rounds)."""
-        if fresh or self._params is None:
+    def params(self, fresh: bool = False, round_id: int | None = None) -> JobParams:
+        """The job's parameters; cached, since only the aggregator key can change (between rounds):
+        `round_id` reads them again once per round (whoever asks), `fresh` every time."""
+        if fresh or self._params is None or (round_id is not None and round_id != self._params_round):
             self._params = JobParams.from_struct(self._view("params"))
+            self._params_round = round_id
         return self._params
 
     def _block(self, confirmed: bool) -> int | str:

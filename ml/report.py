@@ -33,6 +33,7 @@ class RoundRow:
     attestations: int = 0
     disputes: int = 0
     note: str = ""  # why a round failed (disputed proposal, below the quorum), a rogue party's act
+    view_calls: int = 0  # eth_call made during the round by every party of the run (FLContract._view)
 
 
 def round_table(rows: list[RoundRow], title: str = "Rounds") -> Table:

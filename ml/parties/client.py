@@ -113,10 +113,11 @@ class Client:
         codec.validate(weights, self.spec)
         return weights
 
-    def participate(self, round_id: int) -> SubmitResult:
-        """Train on the round's base model and submit, unless already done."""
+    def participate(self, round_id: int, info: Any = None) -> SubmitResult:
+        """Train on the round's base model and submit, unless already done (`info`: the round's record,
+        if the caller has just read it)."""
         with self.timings.measure("chain"):
-            info = self.fl.round(round_id)
+            info = info if info is not None else self.fl.round(round_id)
             u = self.fl.update(round_id, self.address)
         if info.phase != Phase.OPEN:
             return SubmitResult(round_id, self.address, b"", 0, "", float("nan"), skipped=f"round is {info.phase.name.lower()}")
@@ -170,7 +171,7 @@ class Client:
             return np.random.default_rng(self.seed + round_id).bytes(256)
         plain = codec.encode(weights, self.names)
         # The aggregator and every verifier must be able to open it (the key may be rotated between rounds).
-        recipients = [self.fl.params(fresh=True).aggregatorKey, *self.fl.committee().keys]
+        recipients = [self.fl.params(round_id=round_id).aggregatorKey, *self.fl.committee().keys]
         return seal(plain, recipients, self.seal_context(round_id))
 
     def _store(self, blob: bytes) -> tuple[bytes, str]:
@@ -353,7 +354,7 @@ class ClientParty:
             self.missed.add(r)
             self.log(f"round {r}: its deadline has passed; taking part in the next round")
             return
-        params = fl.params(fresh=True)  # the aggregator key may have been rotated between rounds
+        params = fl.params(round_id=r)  # the aggregator key may have been rotated between rounds
         stake = fl.client(self.address).stake
         if stake < params.minStake:
             if not self.opts.top_up:
@@ -369,7 +370,7 @@ class ClientParty:
         t0 = time.monotonic()
         gas0 = fl.meter.total
         try:
-            res = self.client.participate(r)
+            res = self.client.participate(r, info)
         except ChainError as exc:
             if exc.error_name not in RACES:
                 raise

@@ -423,17 +423,19 @@ class Federation:
         t0 = time.perf_counter()
         before = self.timings.copy()
         gas0 = self.meter.total
+        views0 = sum(fl.view_calls.values())
         round_id = aggregator.open_round()
         warning = pool_warning(fl.reward_pool(), fl.params().rewardPerRound)
         if warning and not self._pool_warned:  # once a run: the table shows each round's reward
             self._pool_warned = True
             self.log(f"[yellow]{warning}[/]")
         chosen = _select(cfg, round_id, len(clients))
+        opened = fl.round(round_id)  # read once for every client
         task = progress.add_task(f"round {round_id}/{cfg.rounds}: training", total=len(chosen) + 2)
         for n, i in enumerate(chosen, 1):
             progress.update(task, description=f"round {round_id}/{cfg.rounds}: training client {n}/{len(chosen)}")
             try:
-                clients[i].participate(round_id)
+                clients[i].participate(round_id, opened)
             except ChainError as exc:
                 self.log(f"[yellow]client {clients[i].address} could not submit:[/] {exc}")
             progress.advance(task)
@@ -460,6 +462,7 @@ class Federation:
         progress.advance(task)
         phases = self.timings.minus(before).seconds
         row = self._row(outcome, len(chosen), self.meter.total - gas0, time.perf_counter() - t0, phases, fl)
+        row.view_calls = sum(fl.view_calls.values()) - views0
         if outcome.status == "disputed":
             # Nothing was applied: the chain's record, not the rogue proposal, is what happened.
             info = fl.round(round_id)
