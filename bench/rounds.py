@@ -14,6 +14,9 @@
   to the node (the floor), the same calls through our FLContract (Ape's path), and
   the chain part of a real federated_round round (transactions and views);
   each as a ratio to the floor.
+- default: `ape run federated_round` with its default settings (5 clients, 5 rounds,
+  the centralized baseline) end to end, node start-up included, on the embedded
+  chain and on an Anvil that ape-foundry starts: which should be the default.
 - aging: 10 clients, 50 rounds, on the embedded chain and on Anvil: round time and
   chain time by round number (flat: no query grows with the job's age); a PNG plot.
 - robustness: 10 clients with 0 to 4 attackers of each kind, for each strategy:
@@ -223,6 +226,20 @@ def floor(quick: bool) -> dict[str, Any]:
             "target": "a round's chain time within 3x of the floor (pre-signed raw transactions to the same node)"}
 
 
+def default_chain(quick: bool) -> dict[str, Any]:
+    """End to end with federated_round's defaults, connection (Anvil's start-up) included, in one run."""
+    rows = []
+    _run("ethereum:local:test", clients=2, rounds=1)  # warm TensorFlow up
+    for label, net in [("embedded", "ethereum:local:test"), ("anvil (auto-started)", "ethereum:local:foundry")]:
+        t0 = time.perf_counter()
+        res = _run(net, clients=3 if quick else 5, rounds=2 if quick else 5, baseline=True)
+        rows.append(dict(chain=label, wall_s=time.perf_counter() - t0,
+                         rounds_s=sum(r.seconds for r in res.rows), final_accuracy=res.final_accuracy))
+    for r in rows:
+        r["ratio_to_embedded"] = r["wall_s"] / rows[0]["wall_s"]
+    return {"rows": rows, "target": "the default chain of federated_round is the faster of the two end to end"}
+
+
 def aging(quick: bool, out: Path | None = None) -> dict[str, Any]:
     """Round time against the round number: the first rounds against the last ones, in one run."""
     rounds = 6 if quick else 50
@@ -310,7 +327,7 @@ def _honest_excluded(res) -> int:
     return sum(c["excluded"] for c in res.clients if c["role"] == "honest")
 
 
-PARTS = {"overhead": overhead, "scale": scale, "committee": committee, "floor": floor, "aging": aging,
+PARTS = {"overhead": overhead, "scale": scale, "committee": committee, "floor": floor, "default": default_chain, "aging": aging,
          "robustness": robustness}
 
 

@@ -446,12 +446,25 @@ def _mine_one_block(provider: Any) -> None:
         provider.make_request("evm_mine", [])
 
 
-def _looks_like_node_trouble(exc: BaseException) -> bool:
-    """A connection problem (to be retried by the party), not the node's answer."""
-    if isinstance(exc, OSError):
-        return True
-    text = f"{type(exc).__name__} {exc}"
-    return bool(re.search(r"Connection(Error| refused| reset| aborted)|Max retries|timed out|Timeout", text))
+class RpcError(RuntimeError):
+    """The node answered a JSON-RPC request with an error (not a connection problem)."""
+
+    def __init__(self, method: str, error: Any):
+        self.error = error
+        super().__init__(f"{method}: {error.get('message') if isinstance(error, dict) else error}")
+
+
+def _rpc(w3: Any, method: str, params: list[Any]) -> Any:
+    """One JSON-RPC request through web3's provider, under its middleware (which adds eth_chainId calls of
+    its own to transactions): the result, or RpcError with the node's error."""
+    resp = w3.provider.make_request(method, params)
+    if resp.get("error") is not None:
+        raise RpcError(method, resp["error"])
+    return resp.get("result")
+
+
+def _int(v: Any) -> int:
+    return int(v, 16) if isinstance(v, str) else int(v)
 
 
 class Receipt:
@@ -768,7 +781,7 @@ class FLContract:
         method = getattr(self.contract, fn)
         data = method.encode_input(*args)
         address = str(sender.address)
-        call = {"from": address, "to": self.address, "data": "0x" + bytes(data).hex(), "value": int(value)}
+        call = {"from": address, "to": self.address, "data": "0x" + bytes(data).hex(), "value": hex(int(value))}
         # The embedded chain (py-evm) runs a transaction several times to estimate its gas: there, as Ape
         # does on local networks, the limit is the block's and a revert shows when the transaction runs.
         embedded = provider.name == "test"
@@ -778,17 +791,16 @@ class FLContract:
             gas_limit = self._block_gas
         else:
             try:
-                gas = int(w3.eth.estimate_gas(call))
-            except Exception as exc:  # noqa: BLE001 - a revert (any client's shape) or node trouble
-                if _looks_like_node_trouble(exc):
-                    raise
+                gas = _int(_rpc(w3, "eth_estimateGas", [call]))
+            except RpcError:  # the node's answer: a revert (any client's shape)
                 return None
             gas_limit = gas + gas // 5 + 10_000
         dev = is_dev_chain()
         max_fee, tip = self._fees(w3, dev)
         if self._chain_id is None:
             self._chain_id = int(w3.eth.chain_id)
-        nonce = int(w3.eth.get_transaction_count(address, "pending"))
+        nonce = int(w3.eth.get_transaction_count(address, "pending")) if embedded else \
+            _int(_rpc(w3, "eth_getTransactionCount", [address, "pending"]))
         txn = provider.network.ecosystem.create_transaction(
             chain_id=self._chain_id, nonce=nonce, gas_limit=gas_limit, max_fee=max_fee,
             max_priority_fee=tip, receiver=self.address, data=data, value=int(value), type=2, sender=address)
@@ -796,16 +808,19 @@ class FLContract:
         if signed is None:
             raise ChainError(f"{fn} by {address}", "NotSigned", {}, reverted=False,
                              detail="the account declined to sign the transaction")
+        raw = "0x" + bytes(signed.serialize_transaction()).hex()
+        if embedded:  # web3's own formatting of eth-tester's answers (its raw answers are not JSON-RPC's)
+            try:
+                txn_hash = "0x" + bytes(w3.eth.send_raw_transaction(raw)).hex()
+            except Exception:  # noqa: BLE001 - py-evm refuses a reverting transaction: Ape's path names it
+                return None
+            return self._receipt(f"{fn} by {address}", txn_hash, dev, embedded=True)
         try:
-            txn_hash = w3.eth.send_raw_transaction(signed.serialize_transaction())
-        except Exception as exc:  # noqa: BLE001 - the node refused it (funds, fee, nonce) or is unreachable
-            if _looks_like_node_trouble(exc):
-                raise
-            if embedded:
-                return None  # py-evm refuses a reverting transaction at once: Ape's path names the error
+            txn_hash = _rpc(w3, "eth_sendRawTransaction", [raw])
+        except RpcError as exc:  # the node refused it (funds, fee, nonce)
             self._fee = None
             raise ChainError(f"{fn} by {address}", "SendRefused", {}, reverted=False, detail=str(exc)) from None
-        return self._receipt(f"{fn} by {address}", "0x" + bytes(txn_hash).hex(), dev)
+        return self._receipt(f"{fn} by {address}", str(txn_hash), dev)
 
     def _fees(self, w3: Any, dev: bool) -> tuple[int, int]:
         """(maxFeePerGas, maxPriorityFeePerGas): twice the base fee plus the tip, as Ape does; cached 10 s on
@@ -821,23 +836,27 @@ class FLContract:
         self._fee = (2 * base + tip, tip, now)
         return self._fee[0], self._fee[1]
 
-    def _receipt(self, action: str, txn_hash: str, dev: bool) -> "Receipt":
+    def _receipt(self, action: str, txn_hash: str, dev: bool, embedded: bool = False) -> "Receipt":
         """Polls for the receipt: every few ms on a dev chain (which is nudged to mine after 2 s), every
         second on a live network, for as long as wait_until_mined would."""
         from ape import chain
-        from web3.exceptions import TransactionNotFound
 
         w3 = chain.provider.web3
         wait = DEV_CHAIN_MINING_WAIT if dev else LIVE_NETWORK_MINING_WAIT
         start = time.monotonic()
         delay, nudged = 0.002, start
         while True:
-            try:
-                r = w3.eth.get_transaction_receipt(txn_hash)
-            except TransactionNotFound:
-                r = None
+            if embedded:
+                from web3.exceptions import TransactionNotFound
+
+                try:
+                    r = w3.eth.get_transaction_receipt(txn_hash)
+                except TransactionNotFound:
+                    r = None
+            else:
+                r = _rpc(w3, "eth_getTransactionReceipt", [txn_hash])
             if r is not None and r.get("blockNumber") is not None:
-                return Receipt(self, txn_hash, int(r["blockNumber"]), int(r["gasUsed"]), int(r["status"]),
+                return Receipt(self, txn_hash, _int(r["blockNumber"]), _int(r["gasUsed"]), _int(r["status"]),
                                list(r.get("logs") or []))
             now = time.monotonic()
             if now - start > wait:

@@ -64,8 +64,8 @@ def test_tx_hash_is_read_from_apes_timeout_error():
 
 
 def test_a_transaction_takes_a_few_node_calls_and_its_events_decode(anvil):
-    """The direct path: estimateGas, nonce, sendRawTransaction, receipt (the fee cached on a dev chain; web3
-    checks the chain id twice); Ape's path took twelve, among them a trace_transaction after every one."""
+    """The direct path: estimateGas, nonce, sendRawTransaction, receipt (the fee cached on a dev chain);
+    Ape's path took twelve, among them a trace_transaction after every one."""
     from ape import accounts
 
     from ml.rpcproxy import RpcProxy
@@ -80,7 +80,7 @@ def test_a_transaction_takes_a_few_node_calls_and_its_events_decode(anvil):
         (ev,) = receipt.events
         assert ev.event_name == "StakeToppedUp" and ev.amount == 5 and ev.client == client.address
         assert "trace_transaction" not in proxy.counts
-        assert sum(proxy.counts.values()) <= 6, proxy.counts
+        assert sum(proxy.counts.values()) <= 4, proxy.counts
         # A revert still comes back by name (the estimate fails; Ape's path decodes it).
         with pytest.raises(ChainError, match=r"withdrawStake by .* reverted with NotExiting"):
             fl.withdraw_stake(client)
