@@ -39,7 +39,7 @@ test: setup ## run the whole suite (contracts, ml, end-to-end, several chains)
 test-contracts: setup
 	$(APE) test tests/contracts $(ARGS)
 
-run: setup ## the main job on the embedded chain
+run: setup ## the main job on an Anvil it starts (ape run federated_round's default chain)
 	$(APE) run federated_round $(ARGS)
 
 deploy: setup
