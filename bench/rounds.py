@@ -232,7 +232,7 @@ def default_chain(quick: bool) -> dict[str, Any]:
     _run("ethereum:local:test", clients=2, rounds=1)  # warm TensorFlow up
     for label, net in [("embedded", "ethereum:local:test"), ("anvil (auto-started)", "ethereum:local:foundry")]:
         t0 = time.perf_counter()
-        res = _run(net, clients=3 if quick else 5, rounds=2 if quick else 5, baseline=True)
+        res = _run(net, clients=2 if quick else 5, rounds=1 if quick else 5, baseline=True)
         rows.append(dict(chain=label, wall_s=time.perf_counter() - t0,
                          rounds_s=sum(r.seconds for r in res.rows), final_accuracy=res.final_accuracy))
     for r in rows:
@@ -242,12 +242,12 @@ def default_chain(quick: bool) -> dict[str, Any]:
 
 def aging(quick: bool, out: Path | None = None) -> dict[str, Any]:
     """Round time against the round number: the first rounds against the last ones, in one run."""
-    rounds = 6 if quick else 50
+    rounds = 4 if quick else 50
     nets = [("embedded", "ethereum:local:test"), ("anvil", "ethereum:local:foundry")]
     _run("ethereum:local:test", clients=2, rounds=1)  # warm TensorFlow up
     rows, series = [], {}
     for label, net in nets:
-        res = _run(net, clients=4 if quick else 10, rounds=rounds)
+        res = _run(net, clients=3 if quick else 10, rounds=rounds)
         per = [r for r in res.rows if r.status == "finalized"]
         secs = [r.seconds for r in per]
         chain_s = [r.phases.get("chain", 0.0) for r in per]

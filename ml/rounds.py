@@ -172,6 +172,7 @@ def collect_updates(
     fetch_budget: float | None = None,
     health_timeout: float = HEALTH_TIMEOUT,
     recipients: list[bytes] | None = None,
+    info: RoundInfo | None = None,
 ) -> tuple[list[ClientUpdate], list[Rejection], int]:
     """Fetches, checks, opens and validates every update submitted in the round.
 
@@ -183,7 +184,7 @@ def collect_updates(
     """
     timings = timings or Timings()
     with timings.measure("chain"):
-        subs = fl.submissions(round_id)
+        subs = fl.submissions(round_id, info)  # `info`: the round's record, if the caller has it
         if recipients is None:
             recipients = round_recipients(fl)
         total = fetch_budget if fetch_budget is not None else round_fetch_budget(fl.params().gracePeriod)
@@ -317,7 +318,7 @@ def compute_round(
     base = codec.decode(base_blob, spec)
     valid, rejected, submitted = collect_updates(
         fl, store, private_key, spec, round_id, chain_id=chain_id, base=base,
-        norm_bound=params.norm_bound, timings=timings,
+        norm_bound=params.norm_bound, timings=timings, info=info,
     )
     comp = RoundComputation(round_id, info.base_model_hash, submitted, valid, rejected, base=base)
     return aggregate_updates(comp, spec, strategy, strategy_params, timings)

@@ -60,7 +60,9 @@ def test_rounds_quick(tmp_path):
     for r in floor:  # every way sent the same round and finalized it; a floor is a floor
         assert r["transactions"] == 6 and 0 < r["floor_s"] and r["ape_over_floor"] > 0
     aging = json.loads((tmp_path / "rounds_aging_quick.json").read_text())
-    assert [len(aging["series"][c]["round_seconds"]) for c in ("embedded", "anvil")] == [6, 6]
+    assert [len(aging["series"][c]["round_seconds"]) for c in ("embedded", "anvil")] == [4, 4]
+    default = json.loads((tmp_path / "rounds_default_quick.json").read_text())["rows"]
+    assert [r["chain"] for r in default] == ["embedded", "anvil (auto-started)"] and default[0]["ratio_to_embedded"] == 1
     assert (tmp_path / "rounds_aging_quick.png").stat().st_size > 0
     robust = json.loads((tmp_path / "rounds_robustness_quick.json").read_text())["rows"]
     nan = [r for r in robust if r["attack"] == "nan"]
