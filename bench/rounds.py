@@ -11,7 +11,7 @@
   mode, gas per round; the bytes a seal adds per recipient.
 - floor: on each chain, one round's transactions (startRound, 10 submitUpdate,
   proposeRound) sent three ways in one run: pre-signed raw transactions straight
-  to the node (the floor), the same calls through our FLContract (Ape's path), and
+  to the node (the floor), the same calls through our FLContract (its direct path), and
   the chain part of a real federated_round round (transactions and views);
   each as a ratio to the floor.
 - default: `ape run federated_round` with its default settings (5 clients, 5 rounds,
@@ -218,7 +218,7 @@ def floor(quick: bool) -> dict[str, Any]:
         fed_round = sum(r.seconds for r in per) / len(per)
         views = sum(r.view_calls for r in per) / len(per)
         rows.append(dict(chain=label, transactions=ways["transactions"], floor_s=ways["floor_s"],
-                         ape_tx_s=ways["ape_s"], ape_over_floor=ways["ape_s"] / ways["floor_s"],
+                         flcontract_tx_s=ways["ape_s"], flcontract_over_floor=ways["ape_s"] / ways["floor_s"],
                          round_chain_s=fed_chain, round_chain_over_floor=fed_chain / ways["floor_s"],
                          round_s=fed_round, chain_share_of_round=fed_chain / fed_round,
                          views_per_round=views, views_per_round_per_client=views / n))

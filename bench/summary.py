@@ -45,7 +45,7 @@ def write_summary(folder: Path, quick: bool = False) -> Path:
                 parts.append(f"_{key}: {data[key]}_")
         for name, rows in _tables(data):
             parts += ["", f"**{name}**", "", _markdown(rows)]
-        plots = sorted(p.name for p in folder.glob(f"{f.stem.split('_')[0]}*.png"))
+        plots = sorted(p.name for p in folder.glob(f"{f.stem}*.png"))
         parts += [""] + [f"![{p}]({p})" for p in plots] + [""]
     out = folder / ("SUMMARY_quick.md" if quick else "SUMMARY.md")
     out.write_text("\n".join(parts) + "\n")
