@@ -429,14 +429,18 @@ def wait_until_mined(action: str, txn_hash: Any, wait: float | None = None) -> A
             break
         except TransactionNotFoundError:
             if time.monotonic() > deadline:
-                raise ChainError(action, "TransactionNotMined", {"tx": txn_hash}, reverted=False, detail=(
-                    f"the node accepted the transaction but did not mine it within {wait:.0f} s more; "
-                    + ("check that the local node mines (Anvil without --no-mining)" if dev else
-                       "it may still be mined: run the same command again later (it resumes from the chain), "
-                       "or raise the fee"))) from None
+                raise _not_mined(action, txn_hash, f"{wait:.0f} s more", dev) from None
             if dev:
                 _mine_one_block(provider)
     return receipt
+
+
+def _not_mined(action: str, txn_hash: str, waited: str, dev: bool) -> ChainError:
+    """A transaction the node accepted and did not put in a block within `waited`, and what to do."""
+    return ChainError(action, "TransactionNotMined", {"tx": txn_hash}, reverted=False, detail=(
+        f"the node accepted the transaction but did not mine it within {waited}; "
+        + ("check that the local node mines (Anvil without --no-mining)" if dev else
+           "it may still be mined: run the same command again later (it resumes from the chain), or raise the fee")))
 
 
 def _mine_one_block(provider: Any) -> None:
@@ -512,7 +516,6 @@ class FLContract:
         self._fee: tuple[int, int, float] | None = None
         self._chain_id: int | None = None
         self._block_gas: int | None = None
-        self.direct = True  # transactions by the direct path (see _send); False: Ape's path only
         self.view_calls: dict[str, int] = {}  # eth_call made by _view, by function
         # Blocks a state must be under before a party acts on it (views with confirmed=True read there).
         self.confirmations = 0
@@ -688,11 +691,6 @@ class FLContract:
             self._reader = EventReader(self.contract)
         return self._reader
 
-    @property
-    def log_queries(self) -> int:
-        """eth_getLogs calls made so far (pages included)."""
-        return self._reader.pager.calls if self._reader is not None else 0
-
     def logs(self, names: str | Sequence[str], start: int, end: int | None = None, **indexed: Any) -> list[Any]:
         """Events `names` in blocks [start, end] (end: the head), filtered on shared indexed arguments."""
         return self.reader.read(names, start, end, **indexed)
@@ -754,22 +752,20 @@ class FLContract:
         """
         from ape.exceptions import ApeException
 
-        if self.direct:
-            t0 = time.perf_counter()
-            try:
-                receipt = self._send_direct(fn, sender, args, value)
-            except ApeException as exc:
-                raise _decode_error(f"{fn} by {sender.address}", exc, self.contract.contract_type) from None
-            if receipt is not None:
-                if receipt.failed:
-                    method = getattr(self.contract, fn)
-                    raise self._why_reverted(f"{fn} by {sender.address}", method, args, sender, value,
-                                             receipt.txn_hash)
-                self.meter.add(fn, receipt.gas_used, time.perf_counter() - t0)
-                return receipt
-        return self._send_with_ape(fn, sender, *args, value=value)
+        action = f"{fn} by {sender.address}"
+        t0 = time.perf_counter()
+        try:
+            receipt = self._send_direct(action, fn, sender, args, value)
+        except ApeException as exc:
+            raise _decode_error(action, exc, self.contract.contract_type) from None
+        if receipt is None:
+            return self._send_with_ape(fn, sender, *args, value=value)
+        if receipt.failed:
+            raise self._why_reverted(action, getattr(self.contract, fn), args, sender, value, receipt.txn_hash)
+        self.meter.add(fn, receipt.gas_used, time.perf_counter() - t0)
+        return receipt
 
-    def _send_direct(self, fn: str, sender: Any, args: tuple, value: int) -> "Receipt | None":
+    def _send_direct(self, action: str, fn: str, sender: Any, args: tuple, value: int) -> "Receipt | None":
         """estimateGas, nonce, sendRawTransaction, receipt (fees cached a few seconds on a dev chain).
 
         None when the gas estimate fails (a revert): the caller sends it Ape's way for the decoded error.
@@ -806,7 +802,7 @@ class FLContract:
             max_priority_fee=tip, receiver=self.address, data=data, value=int(value), type=2, sender=address)
         signed = sender.sign_transaction(txn)
         if signed is None:
-            raise ChainError(f"{fn} by {address}", "NotSigned", {}, reverted=False,
+            raise ChainError(action, "NotSigned", {}, reverted=False,
                              detail="the account declined to sign the transaction")
         raw = "0x" + bytes(signed.serialize_transaction()).hex()
         if embedded:  # web3's own formatting of eth-tester's answers (its raw answers are not JSON-RPC's)
@@ -814,13 +810,13 @@ class FLContract:
                 txn_hash = "0x" + bytes(w3.eth.send_raw_transaction(raw)).hex()
             except Exception:  # noqa: BLE001 - py-evm refuses a reverting transaction: Ape's path names it
                 return None
-            return self._receipt(f"{fn} by {address}", txn_hash, dev, embedded=True)
+            return self._receipt(action, txn_hash, dev, embedded=True)
         try:
             txn_hash = _rpc(w3, "eth_sendRawTransaction", [raw])
         except RpcError as exc:  # the node refused it (funds, fee, nonce)
             self._fee = None
-            raise ChainError(f"{fn} by {address}", "SendRefused", {}, reverted=False, detail=str(exc)) from None
-        return self._receipt(f"{fn} by {address}", str(txn_hash), dev)
+            raise ChainError(action, "SendRefused", {}, reverted=False, detail=str(exc)) from None
+        return self._receipt(action, str(txn_hash), dev)
 
     def _fees(self, w3: Any, dev: bool) -> tuple[int, int]:
         """(maxFeePerGas, maxPriorityFeePerGas): twice the base fee plus the tip, as Ape does; cached 10 s on
@@ -860,11 +856,7 @@ class FLContract:
                                list(r.get("logs") or []))
             now = time.monotonic()
             if now - start > wait:
-                raise ChainError(action, "TransactionNotMined", {"tx": txn_hash}, reverted=False, detail=(
-                    f"the node accepted the transaction but did not mine it within {wait:.0f} s; "
-                    + ("check that the local node mines (Anvil without --no-mining)" if dev else
-                       "it may still be mined: run the same command again later (it resumes from the chain), "
-                       "or raise the fee")))
+                raise _not_mined(action, txn_hash, f"{wait:.0f} s", dev)
             if dev and now - nudged > 2.0:
                 _mine_one_block(chain.provider)
                 nudged = now

@@ -394,11 +394,10 @@ class AggregatorParty:
                 self.log(warning)
         self._wait_and_finalize(r, started, gas0)
 
-    def _report_missed(self, r: int) -> None:
+    def _report_missed(self, r: int, missing_now: list[str]) -> None:
         """Names the clients that could have submitted to round r and did not (with their streak), so that a
         client that died (out of gas money, say) and stays active is seen, not just waited for."""
-        fl = self.job.fl
-        missing = set(self.roster.missing(r, {s.client for s in fl.submissions(r)}))
+        missing = set(missing_now)
         for a in list(self.missed_in_a_row):
             if a not in missing:
                 del self.missed_in_a_row[a]
@@ -412,6 +411,7 @@ class AggregatorParty:
         info = fl.round(r)
         t0 = time.monotonic()
         seen = [-1, 0.0]
+        missing: list[str] = []  # as of the last count change: the waiting line's, reused by _report_missed
 
         def ready() -> bool:
             n = fl.round(r).submissions
@@ -419,7 +419,7 @@ class AggregatorParty:
             if n != seen[0] or time.monotonic() - seen[1] >= 30.0:
                 seen[0], seen[1] = n, time.monotonic()
                 submitted = {s.client for s in fl.submissions(r)}
-                missing = self.roster.missing(r, submitted)
+                missing[:] = self.roster.missing(r, submitted)
                 self.log(waiting_line(r, n, info.eligible if info.eligible else n + len(missing), missing,
                                       info.deadline - chain_now()))
             if fl.can_propose(r, confirmed=True) or confirmed_now(fl) > info.deadline:
@@ -429,7 +429,7 @@ class AggregatorParty:
         if not self._wait(ready):
             return  # stop requested while waiting: the round stays open for the next run
         waited = time.monotonic() - t0
-        self._report_missed(r)
+        self._report_missed(r, missing)
         if not fl.can_propose(r) and chain_now() <= info.deadline:
             advance_chain_past(info.deadline)
             self.log(f"round {r}: not every active client submitted within {self.opts.patience:g} s; "
