@@ -160,6 +160,21 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         uint32 disputes;
     }
 
+    /// @notice What a party needs about a round, read in one call (see roundView).
+    struct RoundView {
+        uint256 roundId; // the round described (the current one when 0 was asked)
+        uint256 currentRound;
+        Round round;
+        Proposal proposal;
+        bool canPropose;
+        bytes32 aggregatorKey; // the key updates of this round are sealed to (it may change between rounds)
+        uint256 rewardPool;
+        Update update; // `who`'s update in the round
+        Client client; // `who`'s registry record
+        uint256 claimable; // wei `who` could claim for the round now
+        uint256 owed; // wei credited to `who` and not yet withdrawn
+    }
+
     Params private _params;
     address[] private _verifiers;
     mapping(address verifier => bytes32) private _verifierKey;
@@ -767,16 +782,34 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
 
     /// @notice Wei the client could claim for a round right now (0 if none).
     function claimable(uint256 roundId, address client) external view returns (uint256) {
-        Round storage r = _rounds[roundId];
-        Update storage u = _updates[roundId][client];
-        if (r.phase != Phase.Finalized || u.status != UpdateStatus.Submitted) return 0;
-        return Math.mulDiv(r.reward, u.samples, r.acceptedWeight);
+        return _claimable(roundId, client);
     }
 
     /// @notice Whether the aggregator may propose the round's outcome now.
     function canPropose(uint256 roundId) external view returns (bool) {
-        Round storage r = _rounds[roundId];
-        return r.phase == Phase.Open && (block.timestamp > r.deadline || _allIn(r));
+        return _canPropose(_rounds[roundId]);
+    }
+
+    /**
+     * @notice Everything a client, the aggregator or a verifier needs about a round in one call:
+     * the round and its proposal, whether it can be proposed now, the key its updates are sealed
+     * to, the reward pool, and `who`'s update, registry record, claimable reward and owed balance.
+     * @param roundId The round; 0 means the current round (0 before the first round).
+     * @param who The party asking (any address; the zero address for none).
+     */
+    function roundView(uint256 roundId, address who) external view returns (RoundView memory v) {
+        v.currentRound = currentRound;
+        v.roundId = roundId == 0 ? v.currentRound : roundId;
+        Round storage r = _rounds[v.roundId];
+        v.round = r;
+        v.proposal = _proposals[v.roundId];
+        v.canPropose = _canPropose(r);
+        v.aggregatorKey = _params.aggregatorKey;
+        v.rewardPool = rewardPool;
+        v.update = _updates[v.roundId][who];
+        v.client = _clients[who];
+        v.claimable = _claimable(v.roundId, who);
+        v.owed = owed[who];
     }
 
     /// @notice The committee: verifier addresses, their X25519 keys, and the threshold m.
@@ -996,6 +1029,17 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
 
     /// @dev Every client that could submit when the round started (and still can) has submitted,
     /// or the cap is reached. Late registrations and clients slashed below the minimum do not count.
+    function _canPropose(Round storage r) private view returns (bool) {
+        return r.phase == Phase.Open && (block.timestamp > r.deadline || _allIn(r));
+    }
+
+    function _claimable(uint256 roundId, address client) private view returns (uint256) {
+        Round storage r = _rounds[roundId];
+        Update storage u = _updates[roundId][client];
+        if (r.phase != Phase.Finalized || u.status != UpdateStatus.Submitted) return 0;
+        return Math.mulDiv(r.reward, u.samples, r.acceptedWeight);
+    }
+
     function _allIn(Round storage r) private view returns (bool) {
         return (r.submissions > 0 && r.eligibleSubmitted >= r.eligible)
             || r.submissions >= _cap(_params.maxUpdatesPerRound);

@@ -308,11 +308,13 @@ def compute_round(
     strategy: str,
     strategy_params: dict[str, Any] | None = None,
     timings: Timings | None = None,
+    info: RoundInfo | None = None,
 ) -> RoundComputation:
-    """Everything the aggregator decides about a round, re-computable by an auditor."""
+    """Everything the aggregator decides about a round, re-computable by an auditor (`info`: the round's
+    record, if the caller has just read it once its submissions are in)."""
     timings = timings or Timings()
     with timings.measure("chain"):
-        info: RoundInfo = fl.round(round_id)
+        info = info if info is not None else fl.round(round_id)
         params = fl.params()
     base_blob = store.get(info.base_model_hash)
     base = codec.decode(base_blob, spec)

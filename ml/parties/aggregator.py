@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..chain import ChainError, FLContract, Phase, is_dev_chain
+from ..chain import ChainError, FLContract, Phase, RoundInfo, is_dev_chain
 from ..logs import Cursor
 from ..models import ModelSpec
 from ..rogue import check_rogue_aggregator, rogue_computation
@@ -67,6 +67,12 @@ class Aggregator:
         self.rogue = check_rogue_aggregator(rogue) if rogue else None
         self.rogue_rounds = set(rogue_rounds) if rogue_rounds is not None else None
         self.log = log or (lambda _line: None)
+        self._bonded = False  # the bond was checked (or posted) and no proposal forfeited it since
+        self.pool_at_open: int | None = None  # the reward pool as open_round saw it
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
 
     def is_rogue_in(self, round_id: int) -> bool:
         return self.rogue is not None and (self.rogue_rounds is None or round_id in self.rogue_rounds)
@@ -74,12 +80,14 @@ class Aggregator:
     def ensure_bond(self) -> int:
         """Tops the aggregator's bond up to the job's (a committee job needs it to propose); wei posted."""
         fl = self.fl
-        if fl.committee().trusted:
+        if fl.committee().trusted or self._bonded:
             return 0
         need = fl.params().aggregatorBond - fl.bond_of(str(self.account.address))
         if need <= 0:
+            self._bonded = True
             return 0
         fl.post_bond(self.account, need)
+        self._bonded = True
         self.log(f"posted a bond of {need / 10**18:g} ETH (the job asks {fl.params().aggregatorBond / 10**18:g} ETH "
                  "to propose; a proposal the committee disputes forfeits it)")
         return need
@@ -87,12 +95,13 @@ class Aggregator:
     def open_round(self) -> int:
         """The open round, starting a new one if none is open (restart-safe)."""
         with self.timings.measure("chain"):
-            current = self.fl.current_round()
-            if current and self.fl.round(current).phase == Phase.OPEN:
-                return current
+            view = self.fl.round_view(0, self.address)  # the current round, in one call
+            self.pool_at_open = view.reward_pool
+            if view.current_round and view.round.phase == Phase.OPEN:
+                return view.current_round
             return self.fl.start_round(self.account)
 
-    def propose(self, round_id: int) -> RoundOutcome:
+    def propose(self, round_id: int, info: RoundInfo | None = None) -> RoundOutcome:
         """Computes the round and proposes its outcome on chain (model, verdicts, evidence).
 
         Verdicts never depend on the quorum: below it the outcome carries no model and the
@@ -101,12 +110,13 @@ class Aggregator:
         reason and, for a reason about the content, the update's content key) is published so
         that anyone can re-check it. In trusted-aggregator mode (no committee) the proposal
         applies at once; otherwise the round waits for the committee (status ``proposed``).
+        `info`: the round's record, if the caller read it once the submissions were in.
         """
         gas0 = self.fl.meter.total
         comp = compute_round(
             self.fl, self.store, self.private_key, self.spec, round_id,
             chain_id=self.chain_id, strategy=self.strategy, strategy_params=self.strategy_params,
-            timings=self.timings,
+            timings=self.timings, info=info,
         )
         with self.timings.measure("chain"):
             params = self.fl.params()
@@ -133,9 +143,12 @@ class Aggregator:
         with self.timings.measure("chain"):
             self.ensure_bond()
             self.fl.propose(self.account, round_id, outcome)
-            info = self.fl.round(round_id)
+            # With a committee the round now waits for it; without one the proposal applied (its reward
+            # is what the round's record says).
+            info = self.fl.round(round_id) if self.fl.committee().trusted else None
+        phase = info.phase if info is not None else Phase.PROPOSED
         status = {Phase.FINALIZED: "finalized", Phase.FAILED: "failed", Phase.PROPOSED: "proposed"}.get(
-            info.phase, info.phase.name.lower())
+            phase, phase.name.lower())
         note = (f"{len(comp.accepted)} valid update(s), quorum is {params.quorum}: no model, "
                 f"{len(comp.rejected)} rejection(s) slashed") if below else ""
         return RoundOutcome(
@@ -148,13 +161,14 @@ class Aggregator:
     def settle(self, outcome: RoundOutcome) -> RoundOutcome:
         """The outcome once the committee decided (or the proposal expired): status, reward, note, votes."""
         fl = self.fl
-        info = fl.round(outcome.round_id)
-        p = fl.proposal(outcome.round_id)
+        view = fl.round_view(outcome.round_id, self.address)
+        info, p = view.round, view.proposal
         outcome.attestations, outcome.disputes = p.attestations, p.disputes
         if info.phase == Phase.FINALIZED:
             outcome.status, outcome.reward = "finalized", info.reward
         elif fl.committee().disputed(info.phase, p):
             outcome.status = "disputed"
+            self._bonded = False  # forfeited: the next proposal posts it again
             outcome.note = (f"the committee disputed the proposal ({p.disputes} dispute(s)): nothing applied, "
                             "nobody slashed, the aggregator's bond forfeited")
         elif info.phase == Phase.FAILED:

@@ -22,7 +22,8 @@ from ..models import ModelSpec, tensor_names
 from ..sealing import SealContext, seal
 from ..store import BlobStore, LocalStore
 from ..timing import Timings
-from ..training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, train_local
+from ..parallel import TrainTask, train_task
+from ..training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, TrainConfig, TrainResult
 from .deploy import Job
 from .lifecycle import (
     RACES,
@@ -38,14 +39,6 @@ from .lifecycle import (
     transient_errors,
     short,
 )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 1
-    batch_size: int = DEFAULT_BATCH_SIZE
-    learning_rate: float = DEFAULT_LEARNING_RATE
-    mu: float = 0.0  # FedProx proximal term; 0 = plain FedAvg
 
 
 @dataclass(frozen=True)
@@ -83,6 +76,7 @@ class Client:
         seed: int = 0,
         attack: str | None = None,
         timings: Timings | None = None,
+        index: int = 0,
     ):
         if len(x) == 0:
             raise ClientError(f"client {account.address} has no training data")
@@ -98,6 +92,7 @@ class Client:
         self.attack = attacks.check_attack(attack) if attack else None
         self.timings = timings or Timings()
         self.names = tensor_names(spec)
+        self.index = index  # its place among a federation's clients: a TrainingPool's key for its data
 
     @property
     def address(self) -> str:
@@ -115,7 +110,17 @@ class Client:
 
     def participate(self, round_id: int, info: Any = None) -> SubmitResult:
         """Train on the round's base model and submit, unless already done (`info`: the round's record,
-        if the caller has just read it)."""
+        if the caller has just read it). The three steps below, in this process."""
+        task = self.prepare(round_id, info)
+        if isinstance(task, SubmitResult):
+            return task
+        with self.timings.measure("training"):
+            result = self.train(task)
+        return self.finish(task, result)
+
+    def prepare(self, round_id: int, info: Any = None) -> SubmitResult | TrainTask:
+        """What this round's training needs (the checked base model, the seed), or why there is nothing
+        to do. Separate from training so that a federation can train many clients in parallel."""
         with self.timings.measure("chain"):
             info = info if info is not None else self.fl.round(round_id)
             u = self.fl.update(round_id, self.address)
@@ -123,15 +128,17 @@ class Client:
             return SubmitResult(round_id, self.address, b"", 0, "", float("nan"), skipped=f"round is {info.phase.name.lower()}")
         if u.status != UpdateStatus.NONE:
             return SubmitResult(round_id, self.address, u.commitment, u.samples, "", float("nan"), skipped="already submitted")
-
         base = self.fetch_model(info.base_model_hash)
-        with self.timings.measure("training"):
-            result = train_local(
-                self.spec, base, self.x, self.y,
-                epochs=self.train_cfg.epochs, batch_size=self.train_cfg.batch_size,
-                learning_rate=self.train_cfg.learning_rate, mu=self.train_cfg.mu,
-                seed=self.seed * 1_000_003 + round_id,
-            )
+        return TrainTask(client=self.index, round_id=round_id, weights=base, config=self.train_cfg,
+                         seed=self.seed * 1_000_003 + round_id)
+
+    def train(self, task: TrainTask) -> TrainResult:
+        """Local training on this client's own data, here (a TrainingPool runs the same call in a worker)."""
+        return train_task(self.spec, self.x, self.y, task)
+
+    def finish(self, task: TrainTask, result: TrainResult) -> SubmitResult:
+        """Attack (if simulated), seal, store and submit the trained weights."""
+        round_id, base = task.round_id, task.weights
         weights = result.weights
         if self.attack in attacks.WEIGHT_ATTACKS:
             weights = attacks.apply_weight_attack(self.attack, weights, base)
@@ -227,6 +234,14 @@ class ClientOptions:
     claim_every: int = 1  # withdraw the claimed rewards every N rounds (and at exit); claims are one transaction
 
 
+def _head(fl: FLContract) -> int:
+    """The chain's head block number (one eth_blockNumber, not a contract view): polls read views only
+    after it moved. A reorg to the same height is still seen: confirmed views read below the head."""
+    from ape import chain
+
+    return int(chain.provider.web3.eth.block_number)
+
+
 class ClientParty:
     """A data holder's loop. Holds its account and its own data file, nothing else."""
 
@@ -320,22 +335,30 @@ class ClientParty:
         """One look at the chain: take part in the open round if we can, claim what is due; True when done."""
         fl = self.job.fl
         self._resend_dropped()
-        cur = fl.current_round(confirmed=True)  # a round is acted on once its start has its confirmations
-        info = fl.round(cur, confirmed=True) if cur else None
+        # One view: the current round and this client's part in it, as of `confirmations` blocks ago
+        # (a round is acted on once its start has its confirmations).
+        view = fl.round_view(0, self.address, confirmed=True)
+        cur = view.round_id
+        info = view.round if cur else None
         if info is not None and info.phase == Phase.OPEN and cur not in self.submitted and cur not in self.missed \
                 and not (self.opts.rounds and cur > self.opts.rounds):
-            self._take_part(cur, info)
+            self._take_part(cur, info, view)
             return False
         self._settle()
         if self._done(cur):
             return True
         state = (cur, info.phase if info else None)
+        head = [_head(fl)]
 
         def changed() -> bool:
+            now = _head(fl)
+            if now == head[0]:
+                return False  # no new block: nothing can have changed (no view read)
+            head[0] = now
             if self._dropped():
                 return True  # a reorg took a submission away: send it again
-            c = fl.current_round(confirmed=True)
-            return (c, fl.round(c, confirmed=True).phase if c else None) != state
+            v = fl.round_view(0, self.address, confirmed=True)
+            return (v.round_id, v.round.phase if v.round_id else None) != state
 
         if info is None or info.phase != Phase.OPEN or cur in self.submitted:
             what = f"round {cur} to close" if info is not None and info.phase == Phase.OPEN else "the next round"
@@ -343,9 +366,9 @@ class ClientParty:
         self.stop.wait_for(changed, math.inf, self.opts.poll, self.opts.max_poll)
         return False
 
-    def _take_part(self, r: int, info: Any) -> None:
+    def _take_part(self, r: int, info: Any, view: Any) -> None:
         fl = self.job.fl
-        u = fl.update(r, self.address)
+        u = view.update
         if u.status != UpdateStatus.NONE:
             self.submitted.add(r)
             self.log(f"round {r}: already submitted (commitment {short(u.commitment)}); not submitting again")
@@ -354,8 +377,8 @@ class ClientParty:
             self.missed.add(r)
             self.log(f"round {r}: its deadline has passed; taking part in the next round")
             return
-        params = fl.params(round_id=r)  # the aggregator key may have been rotated between rounds
-        stake = fl.client(self.address).stake
+        params = fl.params()  # the minimum stake is fixed; the aggregator key of the round comes with the view
+        stake = view.client.stake
         if stake < params.minStake:
             if not self.opts.top_up:
                 self.missed.add(r)
@@ -433,8 +456,10 @@ class ClientParty:
         withdraws every --claim-every rounds (and at the end), so claims never sit between two submissions."""
         fl = self.job.fl
         due = []
+        owed: int | None = None  # wei owed to this client, as the last view said
         for r in sorted(self.submitted - self.settled):
-            info = fl.round(r)
+            view = fl.round_view(r, self.address)  # the round, this client's update and what it may claim
+            info, owed = view.round, view.owed
             phase = info.phase
             if phase in (Phase.OPEN, Phase.PROPOSED):  # not decided yet
                 continue
@@ -445,8 +470,8 @@ class ClientParty:
                     self.log(f"WARNING: round {r} pays {fmt_eth(info.reward)} in all, not the {fmt_eth(per_round)} "
                              "a round promises: the job's reward pool ran dry (anyone can refill it with "
                              "fundRewards)")
-                status = fl.update(r, self.address).status
-                if status == UpdateStatus.SUBMITTED and fl.claimable(r, self.address) > 0:
+                status = view.update.status
+                if status == UpdateStatus.SUBMITTED and view.claimable > 0:
                     due.append(r)
                 elif status in (UpdateStatus.REJECTED, UpdateStatus.EXCLUDED):
                     self.log(f"round {r}: the update was {status.name.lower()}; no reward")
@@ -458,6 +483,8 @@ class ClientParty:
                 if exc.error_name != "NothingToClaim":
                     raise
                 got = {r: fl.claim(self.account, r) for r in due if fl.claimable(r, self.address) > 0}
+            if owed is not None:
+                owed += sum(got.values())
             for r, amount in got.items():
                 self.log(f"round {r}: claimed {fmt_eth(amount)}")
             if len(got) > 1:
@@ -465,7 +492,7 @@ class ClientParty:
         every = max(1, self.opts.claim_every)
         if not final and len(self.settled) % every and not self.stop.requested:
             return  # withdraw later: every --claim-every rounds, and at exit
-        if fl.owed(self.address) > 0:
+        if (owed if owed is not None else fl.owed(self.address)) > 0:
             try:
                 amount = fl.withdraw_rewards(self.account)
             except ChainError as exc:

@@ -425,7 +425,7 @@ class Federation:
         gas0 = self.meter.total
         views0 = sum(fl.view_calls.values())
         round_id = aggregator.open_round()
-        warning = pool_warning(fl.reward_pool(), fl.params().rewardPerRound)
+        warning = pool_warning(aggregator.pool_at_open, fl.params().rewardPerRound)
         if warning and not self._pool_warned:  # once a run: the table shows each round's reward
             self._pool_warned = True
             self.log(f"[yellow]{warning}[/]")
@@ -442,17 +442,20 @@ class Federation:
         if cfg.crash_after_submissions == round_id:
             raise SimulatedCrash(f"simulated crash after the submissions of round {round_id}")
         progress.update(task, description=f"round {round_id}/{cfg.rounds}: verifying + aggregating")
-        info = fl.round(round_id)
-        if not fl.can_propose(round_id):
+        view = fl.round_view(round_id, aggregator.address)  # once the submissions are in
+        if not view.can_propose:
             # Someone chosen did not submit: on a dev chain, move time past the deadline.
-            advance_time_past(info.deadline)
-        outcome = aggregator.propose(round_id)
+            advance_time_past(view.round.deadline)
+        outcome = aggregator.propose(round_id, info=view.round)
         if outcome.status == "proposed":
             progress.update(task, description=f"round {round_id}/{cfg.rounds}: the committee re-computes it")
+            committee, votes = fl.committee(), {"attest": 0, "dispute": 0}
             for v in self.verifiers:
-                if fl.round(round_id).phase != Phase.PROPOSED:
+                if votes["attest"] >= committee.threshold or votes["dispute"] >= committee.disputes_to_fail:
                     break  # m attestations applied it, or enough disputes failed it
                 d = v.decide_and_vote(round_id)
+                if d.sent:
+                    votes[d.vote] = votes.get(d.vote, 0) + 1
                 self.log(("[red]" if d.vote == "dispute" else "") + "  verifier " + d.line(v.address)
                          + ("[/]" if d.vote == "dispute" else ""))
         aggregator.settle(outcome)

@@ -172,7 +172,8 @@ class Verifier:
         """Re-computes the round and compares it with the proposal (no transaction)."""
         fl = self.fl
         with self.timings.measure("chain"):
-            proposal = fl.proposal(round_id)
+            view = fl.round_view(round_id, self.address)  # the round and its proposal in one call
+            proposal = view.proposal
             proposed = fl.proposed_outcome(round_id, proposal)
             params = fl.params()
         if proposed is None:
@@ -183,7 +184,8 @@ class Verifier:
             bogus = keccak(b"rogue verifier disputes everything" + round_id.to_bytes(32, "big"))
             return Decision(round_id, DISPUTE, proposed, bogus, ("rogue verifier: disputes every proposal",))
         comp = compute_round(fl, self.store, self.private_key, self.spec, round_id, chain_id=self.chain_id,
-                             strategy=self.strategy, strategy_params=self.strategy_params, timings=self.timings)
+                             strategy=self.strategy, strategy_params=self.strategy_params, timings=self.timings,
+                             info=view.round)
         mine = outcome_of(comp, params.quorum)
         problems = compare_outcomes(mine, proposed)
         if not problems:

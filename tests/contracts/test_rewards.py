@@ -1,7 +1,7 @@
 """Rewards: fundRewards, claimReward (mulDiv shares, dust), withdrawRewards (pull payment)."""
 import ape
 import pytest
-from .fl_helpers import ZERO_ADDRESS, UpdateStatus, accounted, event_args, fees, mul_div, propose
+from .fl_helpers import ZERO_ADDRESS, Phase, UpdateStatus, accounted, event_args, fees, mul_div, propose
 from ..conftest import TREASURY
 
 
@@ -283,3 +283,42 @@ def test_claim_rewards_of_several_rounds_in_one_transaction(fl, clients, funder,
     one = fl.claimReward(2, sender=a)
     assert one.events[0].amount == share and fl.owed(a) == 3 * share
     assert fl.claimRewards([], sender=b).events == []
+
+
+# ------------------------------------------------------------------ roundView
+
+
+def test_round_view_before_any_round(fl, params, clients):
+    v = fl.roundView(0, clients[0])
+    assert v.roundId == 0 and v.currentRound == 0
+    assert v.round.phase == Phase.NONE and v.proposal.proposer == ZERO_ADDRESS
+    assert v.update.status == UpdateStatus.NONE and v.client.stake == 0
+    assert v.canPropose is False and v.claimable == 0 and v.owed == 0
+    assert v.aggregatorKey == params.aggregatorKey
+
+
+def test_round_view_is_what_a_client_needs(fl, params, finalized, start_round, submit, fund):
+    a, b, c, d, e = finalized  # round 1: a, b, c accepted with 1, 2 and 4 samples of 7; d rejected
+    fl.claimReward(1, sender=b)
+    start_round()
+    submit(a, samples=5)
+    pool = fl.rewardPool()
+    # The current round (0 asks for it) and a's part in it.
+    v = fl.roundView(0, a)
+    assert (v.roundId, v.currentRound) == (2, 2)
+    assert v.round.phase == Phase.OPEN and v.round.submissions == 1 and v.round.submittedWeight == 5
+    assert (v.update.samples, v.update.status) == (5, UpdateStatus.SUBMITTED)
+    assert v.client.stake == params.minStake and v.client.lastSubmittedRound == 2
+    assert v.canPropose is False  # b, c, e have not submitted and the deadline is ahead
+    assert v.rewardPool == pool and v.aggregatorKey == params.aggregatorKey
+    # A past round: its verdicts and rewards, per party. 1 of 7 and 4 of 7 samples, by hand.
+    reward = params.rewardPerRound
+    va, vb, vc, vd = (fl.roundView(1, who) for who in (a, b, c, d))
+    assert va.roundId == 1 and va.currentRound == 2 and va.round.phase == Phase.FINALIZED
+    assert reward == 10**18  # 1 ETH a round
+    assert va.claimable == 142_857_142_857_142_857 and vc.claimable == 571_428_571_428_571_428
+    assert vb.claimable == 0 and vb.update.status == UpdateStatus.CLAIMED and vb.owed == 285_714_285_714_285_714
+    assert vd.claimable == 0 and vd.update.status == UpdateStatus.REJECTED
+    assert params.minStake == 10**17 and params.slashBps == 5000
+    assert vd.client.stake == 5 * 10**16  # half of 0.1 ETH slashed
+    assert va.proposal == fl.getProposal(1) and va.round == fl.getRound(1)

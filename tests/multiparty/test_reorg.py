@@ -35,7 +35,8 @@ def test_round_acted_on_after_confirmations_and_dropped_submission_sent_again(an
         assert fl.current_round() == 1 and fl.current_round(confirmed=True) == 0  # not under 2 blocks yet
         chain.mine(2)
         assert fl.current_round(confirmed=True) == 1
-        client._take_part(1, fl.round(1, confirmed=True))
+        view = fl.round_view(1, client.address, confirmed=True)
+        client._take_part(1, view.round, view)
         u = fl.update(1, member.address)
         assert u.status == UpdateStatus.SUBMITTED and 1 in client.unconfirmed
 
