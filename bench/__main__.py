@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-PARTS = ["bench.gas", "bench.gas_size", "bench.throughput", "bench.accuracy", "bench.ml_accuracy", "bench.rounds"]
+PARTS = ["bench.gas", "bench.gas_size", "bench.throughput", "bench.accuracy", "bench.ml_accuracy", "bench.rounds",
+         "bench.parallel"]
 
 
 def main(argv: list[str] | None = None) -> int:

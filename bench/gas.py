@@ -198,6 +198,16 @@ class Bench:
         pl = self.deploy(permissioned=True)
         self.record(s, "admit", pl.admit(c, 100, sender=self.admin), "permissioned job")
         self.record(s, "register", pl.register(_key(9), sender=c, value=MIN_STAKE), "permissioned, admitted")
+        # A client's claims of several rounds in one transaction (what `ape run client` sends).
+        mr = self.deploy()
+        mr.register(_key(1), sender=a, value=MIN_STAKE)
+        mr.fundRewards(sender=self.funder, value=10 * ETHER)
+        for r in range(1, 5):
+            mr.startRound(sender=self.aggregator)
+            mr.submitUpdate(r, _commitment(r, 0), 100, "", sender=a)
+            self.propose(mr, r, bytes([0x60 + r]) * 32)
+        self.record(s, "claimRewards", mr.claimRewards([1], sender=a), "1 round")
+        self.record(s, "claimRewards", mr.claimRewards([2, 3, 4], sender=a), "3 rounds in one transaction")
         print(f"  functions: {time.time() - t0:.1f}s", file=sys.stderr)
 
     def verdicts(self, cases=((0, 0), (10, 0), (50, 0), (0, 10), (0, 50), (10, 10))):

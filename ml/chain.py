@@ -853,9 +853,9 @@ class FLContract:
                        tuple(str(a) for a in ev.excluded), bytes(ev.evidenceHash), str(ev.evidenceLocator),
                        str(ev.modelLocator))
 
-    def model_locator(self, round_id: int) -> str | None:
+    def model_locator(self, round_id: int, proposal: ProposalInfo | None = None) -> str | None:
         """The model locator proposed for a round (None if never proposed)."""
-        ev = self.proposal_event(round_id)
+        ev = self.proposal_event(round_id, proposal)
         return str(ev.modelLocator) if ev is not None else None
 
     def events(self, name: str, **topics: Any) -> list[Any]:

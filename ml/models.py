@@ -223,12 +223,34 @@ _TF_LOAD_NOISE = re.compile(
     r"^To enable the following instructions:.*rebuild TensorFlow")
 
 
+# Threads TensorFlow splits one op over, in every process (set when ml imports TensorFlow). One: the
+# project's models are small, and TensorFlow's default (one per core) trained the digits CNN about 3x
+# slower on 2 cores (it synchronises on every tiny op) and made its weights depend on the core count
+# (the thread count changes how float sums are split). Cores are used by training clients in separate
+# processes instead (ml.parallel), which stay bit-identical to training them here.
+INTRA_OP_THREADS = 1
+_threads_set = False
+
+
+def _set_threads(tf) -> None:
+    global _threads_set
+    if _threads_set:
+        return
+    _threads_set = True
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(INTRA_OP_THREADS)
+    except RuntimeError:  # its runtime was started before ml imported it: keep what it has
+        pass
+
+
 def import_tensorflow():
-    """Import TensorFlow once, keeping its load-time notices off the terminal (other stderr output stays).
+    """Import TensorFlow once, keeping its load-time notices off the terminal (other stderr output stays),
+    with INTRA_OP_THREADS.
 
     Imported lazily: only training and evaluation need it (several seconds).
     """
     if "tensorflow" in sys.modules:
+        _set_threads(sys.modules["tensorflow"])  # (once; imported by someone else first)
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
@@ -244,6 +266,7 @@ def import_tensorflow():
             lines = captured.read().decode(errors="replace").splitlines(keepends=True)
             sys.stderr.write("".join(line for line in lines if not _TF_LOAD_NOISE.search(line)))
             sys.stderr.flush()
+    _set_threads(tensorflow)
     return tensorflow
 
 

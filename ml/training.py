@@ -42,6 +42,16 @@ class TrainingError(ValueError):
     """Bad training input (shapes, labels, hyperparameters) or a diverged run."""
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """A client's local hyperparameters (here, not in ml.parties, so a training worker need not import the chain)."""
+
+    epochs: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    mu: float = 0.0  # FedProx proximal term; 0 = plain FedAvg
+
+
 @dataclass
 class TrainResult:
     """A client's new weights; ``loss`` is the mean data loss over the last epoch (no proximal term)."""
@@ -163,6 +173,14 @@ def _runner(spec: ModelSpec) -> _Runner:
         if spec not in _RUNNERS:
             _RUNNERS[spec] = _Runner(spec)
         return _RUNNERS[spec]
+
+
+def warm_up(spec: ModelSpec) -> None:
+    """Build and trace the cached model for ``spec`` now (one step on one zero sample), so that a
+    training worker pays for it at start-up rather than in its first round. Changes no later result:
+    every call loads its own weights and resets the optimiser and seed state."""
+    x = np.zeros((1, *spec.input_shape), np.float32)
+    train_local(spec, initial_weights(spec, 0), x, np.zeros(1, np.int64), epochs=1, batch_size=1)
 
 
 def clear_cache() -> None:

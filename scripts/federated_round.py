@@ -7,6 +7,7 @@ import click
 from ape.cli import ConnectedProviderCommand, network_option
 
 from ml.attacks import ATTACKS
+from ml.parallel import check_workers
 from ml.rogue import ROGUE_AGGREGATOR_MODES, ROGUE_VERIFIER_MODES, UnknownRogueModeError, parse_rogue_rounds
 from ml.training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE
 from ml.parties.federation import STRATEGY_CHOICES, FederationConfig, FederationError, run_federation
@@ -20,6 +21,14 @@ DEFAULT_NETWORK = "ethereum:local:foundry"
 # `make setup` links anvil next to this Python: find it even when the venv is not activated.
 if (Path(sys.executable).parent / "anvil").exists():
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
+    """--workers: 'auto' or a positive integer."""
+    try:
+        return check_workers(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--workers "), param_hint="--workers") from None
 
 
 @click.command(cls=ConnectedProviderCommand, short_help="Run a federation on a local chain")
@@ -87,6 +96,11 @@ if (Path(sys.executable).parent / "anvil").exists():
               help="Make the first verifier malicious: dispute_all (blocks honest rounds unless the others reach "
                    "the threshold) or attest_all (attests anything, unchecked)")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for data split, partition, init, training")
+@click.option("--workers", default="auto", show_default=True, callback=_workers,
+              help="Processes that train the clients of a round in parallel; 1 = one after the other in this "
+                   "process; 'auto' = train round 1 here, then start one worker per core (at most one per "
+                   "client) in the background if round 1's training says they save more than their start-up "
+                   "(a worker spends about 8 s importing TensorFlow). The models are bit-identical either way")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
               help="Output folder: report.json, rounds.csv, accuracy.png, final model, blob store, deployment")
 @click.option("--store", default=None, help="Update store: a folder or an IPFS API URL (default OUT/store)")

@@ -93,6 +93,7 @@ class Client:
         self.timings = timings or Timings()
         self.names = tensor_names(spec)
         self.index = index  # its place among a federation's clients: a TrainingPool's key for its data
+        self._sealing_key: dict[int, bytes] = {}  # round -> the aggregator key its view named
 
     @property
     def address(self) -> str:
@@ -108,22 +109,27 @@ class Client:
         codec.validate(weights, self.spec)
         return weights
 
-    def participate(self, round_id: int, info: Any = None) -> SubmitResult:
+    def participate(self, round_id: int, info: Any = None, view: Any = None) -> SubmitResult:
         """Train on the round's base model and submit, unless already done (`info`: the round's record,
-        if the caller has just read it). The three steps below, in this process."""
-        task = self.prepare(round_id, info)
+        or `view`: its roundView for this client, if the caller has just read it). The three steps
+        below, in this process."""
+        task = self.prepare(round_id, info, view)
         if isinstance(task, SubmitResult):
             return task
         with self.timings.measure("training"):
             result = self.train(task)
         return self.finish(task, result)
 
-    def prepare(self, round_id: int, info: Any = None) -> SubmitResult | TrainTask:
+    def prepare(self, round_id: int, info: Any = None, view: Any = None) -> SubmitResult | TrainTask:
         """What this round's training needs (the checked base model, the seed), or why there is nothing
-        to do. Separate from training so that a federation can train many clients in parallel."""
+        to do. Separate from training so that a federation can train many clients in parallel.
+
+        One view (the round, this client's update in it, the key to seal to), unless `view` is given."""
         with self.timings.measure("chain"):
-            info = info if info is not None else self.fl.round(round_id)
-            u = self.fl.update(round_id, self.address)
+            if view is None or view.round_id != round_id:
+                view = self.fl.round_view(round_id, self.address)
+            info, u = (info if info is not None else view.round), view.update
+            self._sealing_key[round_id] = view.aggregator_key
         if info.phase != Phase.OPEN:
             return SubmitResult(round_id, self.address, b"", 0, "", float("nan"), skipped=f"round is {info.phase.name.lower()}")
         if u.status != UpdateStatus.NONE:
@@ -177,8 +183,10 @@ class Client:
         if self.attack == "garbage":
             return np.random.default_rng(self.seed + round_id).bytes(256)
         plain = codec.encode(weights, self.names)
-        # The aggregator and every verifier must be able to open it (the key may be rotated between rounds).
-        recipients = [self.fl.params(round_id=round_id).aggregatorKey, *self.fl.committee().keys]
+        # The aggregator and every verifier must be able to open it (the key may be rotated between rounds:
+        # the round's view said which it is).
+        key = self._sealing_key.get(round_id) or self.fl.params(round_id=round_id).aggregatorKey
+        recipients = [key, *self.fl.committee().keys]
         return seal(plain, recipients, self.seal_context(round_id))
 
     def _store(self, blob: bytes) -> tuple[bytes, str]:
@@ -265,6 +273,10 @@ class ClientParty:
         self.pool_warned = False  # the dry-pool warning is said once
         # Submissions not yet under `confirmations` blocks: round -> (result, block it was seen in).
         self.unconfirmed: dict[int, tuple[Any, int]] = {}
+        self._after_submit: tuple[int, Any] | None = None  # (head, view) of the step that just submitted
+        self._decided: dict[int, tuple[Any, int]] = {}  # round -> (its decided view, self._books then)
+        self._newest_decided: Any = None  # the newest decided round's view
+        self._books = 0  # claims and withdrawals sent: a view read before the last one has a stale `owed`
 
     def warm_up(self) -> None:
         """Imports TensorFlow before the first round, so that a round does not wait for it."""
@@ -310,8 +322,8 @@ class ClientParty:
             self.log(f"already submitted to round(s) {', '.join(map(str, sorted(self.submitted)))} (found on chain); "
                      "never submitting to them again")
 
-    def _done(self, cur: int) -> bool:
-        return round_closed(self.job.fl, self.opts.rounds, cur)
+    def _done(self, cur: int, phase: Any = None) -> bool:
+        return round_closed(self.job.fl, self.opts.rounds, cur, phase)
 
     def run(self) -> str:
         if not (self.opts.rounds and self._done(self.job.fl.current_round())):
@@ -335,20 +347,27 @@ class ClientParty:
         """One look at the chain: take part in the open round if we can, claim what is due; True when done."""
         fl = self.job.fl
         self._resend_dropped()
-        # One view: the current round and this client's part in it, as of `confirmations` blocks ago
-        # (a round is acted on once its start has its confirmations).
-        view = fl.round_view(0, self.address, confirmed=True)
+        if self._after_submit is not None:  # just submitted: wait from the view read before it
+            head0, view = self._after_submit
+            self._after_submit = None
+        else:
+            # One view: the current round and this client's part in it, as of `confirmations` blocks ago
+            # (a round is acted on once its start has its confirmations).
+            head0 = _head(fl)
+            view = self._remember(fl.round_view(0, self.address, confirmed=True))
         cur = view.round_id
         info = view.round if cur else None
         if info is not None and info.phase == Phase.OPEN and cur not in self.submitted and cur not in self.missed \
                 and not (self.opts.rounds and cur > self.opts.rounds):
             self._take_part(cur, info, view)
+            self._after_submit = (head0, view)  # the next step waits for a change without reading it again
+            self._settle(view=view)  # earlier rounds' claims: after the submission, never before it
             return False
-        self._settle()
-        if self._done(cur):
+        self._settle(view=view)
+        if self._done(cur, info.phase if info else None):
             return True
         state = (cur, info.phase if info else None)
-        head = [_head(fl)]
+        head = [head0]
 
         def changed() -> bool:
             now = _head(fl)
@@ -357,7 +376,7 @@ class ClientParty:
             head[0] = now
             if self._dropped():
                 return True  # a reorg took a submission away: send it again
-            v = fl.round_view(0, self.address, confirmed=True)
+            v = self._remember(fl.round_view(0, self.address, confirmed=True))
             return (v.round_id, v.round.phase if v.round_id else None) != state
 
         if info is None or info.phase != Phase.OPEN or cur in self.submitted:
@@ -365,6 +384,16 @@ class ClientParty:
             self.log(f"waiting for {what}")
         self.stop.wait_for(changed, math.inf, self.opts.poll, self.opts.max_poll)
         return False
+
+    def _remember(self, view: Any) -> Any:
+        """Keeps the view of a decided round (final but for this client's own claim and withdrawal), so
+        that settling it reads no view again."""
+        if view.round_id and view.round.phase not in (Phase.NONE, Phase.OPEN, Phase.PROPOSED):
+            if view.round_id in self.submitted and view.round_id not in self.settled:
+                self._decided[view.round_id] = (view, self._books)
+            if self._newest_decided is None or view.round_id >= self._newest_decided.round_id:
+                self._newest_decided = view  # where the next round's base model was published
+        return view
 
     def _take_part(self, r: int, info: Any, view: Any) -> None:
         fl = self.job.fl
@@ -387,13 +416,13 @@ class ClientParty:
                 return
             fl.top_up(self.account, params.minStake - stake)
             self.log(f"topped the stake up by {fmt_eth(params.minStake - stake)}")
-        self.job.prefetch_model(info.base_model_hash)  # with its locator, so an IPFS store can find it
+        self.job.prefetch_model(info.base_model_hash, self._newest_decided)  # with its locator (for IPFS)
         self.log(f"round {r}: training on {len(self.client.x)} samples ({self.opts.epochs} epoch(s)) "
                  f"from model {short(info.base_model_hash)}")
         t0 = time.monotonic()
         gas0 = fl.meter.total
         try:
-            res = self.client.participate(r, info)
+            res = self.client.participate(r, info, view)
         except ChainError as exc:
             if exc.error_name not in RACES:
                 raise
@@ -451,15 +480,26 @@ class ClientParty:
             self.unconfirmed[r] = (res, chain.blocks.height)
             self.log(f"round {r}: the submission {short(res.commitment)} was dropped by a reorg; sent it again")
 
-    def _settle(self, final: bool = False) -> None:
+    def _settle(self, final: bool = False, view: Any = None) -> None:
         """Claims the rewards of every decided round this client was accepted in, in one transaction, and
-        withdraws every --claim-every rounds (and at the end), so claims never sit between two submissions."""
+        withdraws every --claim-every rounds (and at the end), so claims never sit between two submissions.
+
+        `view`: the step's view of the current round (read before this client's own submission, if any):
+        that round is settled from it, or skipped while it is undecided, without another view."""
         fl = self.job.fl
         due = []
         owed: int | None = None  # wei owed to this client, as the last view said
+        settled_before = len(self.settled)
         for r in sorted(self.submitted - self.settled):
-            view = fl.round_view(r, self.address)  # the round, this client's update and what it may claim
-            info, owed = view.round, view.owed
+            if view is not None and view.round_id == r and view.round.phase in (Phase.OPEN, Phase.PROPOSED):
+                continue  # not decided yet (no view read)
+            if r in self._decided:  # seen decided by a step or a poll: no view read
+                v, books = self._decided.pop(r)
+                owed = v.owed if books == self._books else None
+            else:
+                v = fl.round_view(r, self.address)  # the round, this client's update and what it may claim
+                owed = v.owed
+            info = v.round
             phase = info.phase
             if phase in (Phase.OPEN, Phase.PROPOSED):  # not decided yet
                 continue
@@ -470,8 +510,8 @@ class ClientParty:
                     self.log(f"WARNING: round {r} pays {fmt_eth(info.reward)} in all, not the {fmt_eth(per_round)} "
                              "a round promises: the job's reward pool ran dry (anyone can refill it with "
                              "fundRewards)")
-                status = view.update.status
-                if status == UpdateStatus.SUBMITTED and view.claimable > 0:
+                status = v.update.status
+                if status == UpdateStatus.SUBMITTED and v.claimable > 0:
                     due.append(r)
                 elif status in (UpdateStatus.REJECTED, UpdateStatus.EXCLUDED):
                     self.log(f"round {r}: the update was {status.name.lower()}; no reward")
@@ -483,6 +523,7 @@ class ClientParty:
                 if exc.error_name != "NothingToClaim":
                     raise
                 got = {r: fl.claim(self.account, r) for r in due if fl.claimable(r, self.address) > 0}
+            self._books += 1
             if owed is not None:
                 owed += sum(got.values())
             for r, amount in got.items():
@@ -490,8 +531,9 @@ class ClientParty:
             if len(got) > 1:
                 self.log(f"claimed {len(got)} rounds in one transaction")
         every = max(1, self.opts.claim_every)
-        if not final and len(self.settled) % every and not self.stop.requested:
-            return  # withdraw later: every --claim-every rounds, and at exit
+        if not final and not self.stop.requested and (len(self.settled) == settled_before
+                                                      or len(self.settled) % every):
+            return  # withdraw later: every --claim-every rounds settled, and at exit
         if (owed if owed is not None else fl.owed(self.address)) > 0:
             try:
                 amount = fl.withdraw_rewards(self.account)
@@ -500,4 +542,5 @@ class ClientParty:
                     raise
             else:
                 self.received += amount
+                self._books += 1
                 self.log(f"withdrew {fmt_eth(amount)} of rewards")

@@ -36,7 +36,8 @@ STRATEGIES = tuple(aggregation.STRATEGIES)
 MAX_UPDATES_PER_ROUND = 1000  # the contract's bound (FederatedLearning.MAX_UPDATES_PER_ROUND)
 DEFAULT_DEPLOYMENTS = "deployments.json"
 # Gas reserved by the funds pre-check (bench/gas.py measures about 5.2 M with 3 verifiers, 50 k for fundRewards).
-DEPLOY_GAS = 5_500_000
+DEPLOY_GAS = 5_500_000  # bench.gas: 5.44 M without a committee
+DEPLOY_GAS_PER_VERIFIER = 60_000  # 5.60 M with 3 verifiers
 FUND_GAS = 80_000
 DEFAULT_KEY_FILE = "aggregator.key"
 DEFAULT_STORE = "store"
@@ -283,8 +284,15 @@ class Job:
                 return fl.model_locator(r)
         return None
 
-    def prefetch_model(self, model_hash: bytes) -> bytes:
-        """The verified global model blob, fetched with its published locator (IPFS learns the CID)."""
+    def prefetch_model(self, model_hash: bytes, hint: Any = None) -> bytes:
+        """The verified global model blob, fetched with its published locator (IPFS learns the CID).
+
+        A store that already knows the blob reads no chain state; `hint`, the roundView of a round
+        seen decided, gives the locator from its proposal's block without walking the rounds."""
+        if self.store.has(model_hash):
+            return self.store.get(model_hash)
+        if hint is not None and hint.round.phase == Phase.FINALIZED and hint.round.model_hash == model_hash:
+            return self.store.get(model_hash, self.fl.model_locator(hint.round_id, hint.proposal))
         return self.store.get(model_hash, self.model_locator(model_hash))
 
 
@@ -386,7 +394,8 @@ def deploy_job(account: Any, cfg: DeployConfig, *, aggregator: str | None = None
         raise PartyError(f"--aggregator must be an address (0x followed by 40 hex digits), got {aggregator!r}")
     aggregator = to_checksum_address(aggregator or str(account.address))
     params = cfg.job_params(spec, initial_hash, public)
-    ensure_funds(account, cfg.fund, "deploying and funding the rewards", gas=DEPLOY_GAS + (FUND_GAS if cfg.fund else 0))
+    gas = DEPLOY_GAS + DEPLOY_GAS_PER_VERIFIER * len(cfg.verifiers) + (FUND_GAS if cfg.fund else 0)
+    ensure_funds(account, cfg.fund, "deploying and funding the rewards", gas=gas)
     log(f"deploying from {account.address}: {spec.arch} for {cfg.dataset} ({num_params(spec):,} parameters), "
         f"initial model 0x{initial_hash.hex()[:10]}… in {blob_store}")
     committee = cfg.committee()

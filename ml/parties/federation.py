@@ -46,6 +46,7 @@ from ..chain import (
 from .client import Client, TrainConfig
 from .verifier import Verifier
 from ..data import load_dataset
+from ..parallel import AUTO, PoolError, TrainingPool, TrainTask, check_workers, resolve_workers, workers_pay_off
 from ..models import ModelSpec, build_model, initial_weights, num_params, spec_for_dataset, tensor_names
 from ..partition import partition, summarize
 from ..sealing import generate_keypair, load_private_key, public_key_of, save_private_key
@@ -99,6 +100,7 @@ class FederationConfig:
     rogue_rounds: tuple[int, ...] | None = None  # rounds it cheats in (None: every round)
     rogue_verifier: str | None = None  # the first verifier misbehaves (ml.rogue.ROGUE_VERIFIER_MODES)
     seed: int = 0
+    workers: int | str = "auto"  # processes for the clients' local training: "auto" = one per core; 1 = here
     out: Path = Path("out")
     store: str | None = None
     fresh: bool = False
@@ -122,6 +124,10 @@ class FederationConfig:
             check_attack(self.attack)
         if self.quorum < 1:
             raise FederationError("--quorum must be at least 1")
+        try:
+            check_workers(self.workers)
+        except ValueError as exc:
+            raise FederationError(str(exc)) from None
         if not 0 <= self.verifiers <= 32:
             raise FederationError("--verifiers must be between 0 (trusted aggregator) and 32")
         if self.verifiers and not 1 <= self.threshold <= self.verifiers:
@@ -145,6 +151,11 @@ class FederationConfig:
 
         if not is_address(self.treasury):
             raise FederationError(f"--treasury must be an address (0x followed by 40 hex digits), got {self.treasury!r}")
+
+    @property
+    def training_workers(self) -> int:
+        """The processes that train (``workers`` resolved: "auto" = min(cores, clients))."""
+        return resolve_workers(self.workers, self.clients)
 
     @property
     def per_round(self) -> int:
@@ -214,6 +225,8 @@ class Federation:
             self.console.quiet = True
         self.timings = Timings()
         self._pool_warned = False
+        self.workers_used = 1  # training processes in the end (--workers auto may start them mid-run)
+        self._auto_decided = False
         self.meter = GasMeter()
         self.store = open_store(cfg.store or str(self.out / "store"))
 
@@ -346,7 +359,7 @@ class Federation:
         clients = [
             Client(acc, fl, self.store, spec, ds.x_train[idx], ds.y_train[idx], train=train_cfg,
                    chain_id=chain.chain_id, seed=cfg.seed * 1000 + i,
-                   attack=cfg.attack if i in attackers else None, timings=self.timings)
+                   attack=cfg.attack if i in attackers else None, timings=self.timings, index=i)
             for i, (acc, idx) in enumerate(zip(client_accounts, parts))
         ]
         aggregator = Aggregator(agg_account, fl, self.store, private, spec, ds.x_test, ds.y_test,
@@ -361,10 +374,12 @@ class Federation:
             for i, (acc, key) in enumerate(zip(verifier_accounts, verifier_keys))
         ]
 
-        with self.timings.measure("chain"):
-            self._fund_and_register(fl, admin, clients, params)
-
-        rows = self._rounds(fl, aggregator, clients)
+        with self._training_pool(spec, clients) as pool:  # its workers import TensorFlow while clients register
+            with self.timings.measure("chain"):
+                self._fund_and_register(fl, admin, clients, params)
+            with self.timings.measure("training"):
+                pool.wait_ready()  # the part of the workers' start-up that registering did not hide
+            rows = self._rounds(fl, aggregator, clients, pool)
 
         # Rewards: every client claims what it earned in every finalized round.
         finalized = [r.round_id for r in rows if r.status == "finalized"]
@@ -401,24 +416,66 @@ class Federation:
             elif info.stake < params.minStake:
                 fl.top_up(c.account, params.minStake - info.stake)
 
-    def _rounds(self, fl: FLContract, aggregator: Aggregator, clients: list[Client]) -> list[report.RoundRow]:
+    def _training_pool(self, spec: ModelSpec, clients: list[Client], workers: int | None = None) -> TrainingPool:
+        """The run's training processes, each given every client's data once, at start-up. With
+        --workers auto the run starts training here (see _maybe_parallel)."""
+        if workers is None:
+            workers = 1 if self.cfg.workers == AUTO else self.cfg.training_workers
+        pool = TrainingPool(spec, [(c.x, c.y) for c in clients], workers=workers,
+                            names=[c.address for c in clients])
+        if pool.workers > 1 and self.cfg.workers != AUTO:
+            self.log(f"Local training on {pool.workers} worker processes (--workers {self.cfg.workers})")
+        self.workers_used = pool.workers
+        return pool
+
+    def _maybe_parallel(self, row: report.RoundRow, rounds_left: int, pool: TrainingPool,
+                        pending: TrainingPool | None, stack: Any, spec: ModelSpec,
+                        clients: list[Client]) -> tuple[TrainingPool, TrainingPool | None]:
+        """--workers auto: after the first round trained here, starts worker processes in the background
+        if they would save more than their start-up over the rounds left; switches to them once they are
+        ready (rounds go on here meanwhile). Same results either way, bit for bit."""
+        if self.cfg.workers != AUTO:
+            return pool, None
+        if pending is None and pool.workers == 1 and not self._auto_decided:
+            self._auto_decided = True
+            w = self.cfg.training_workers
+            seconds = row.phases.get("training", 0.0)
+            if workers_pay_off(seconds, rounds_left, w):
+                pending = stack.enter_context(TrainingPool(spec, [(c.x, c.y) for c in clients], workers=w,
+                                                           names=[c.address for c in clients]))
+                self.log(f"local training took {seconds:.1f} s this round: starting {w} worker processes in "
+                         f"the background for the {rounds_left} round(s) left (--workers 1 to keep it here)")
+        if pending is not None and pending.ready():
+            self.log(f"local training now on {pending.workers} worker processes")
+            self.workers_used = pending.workers
+            return pending, None
+        return pool, pending
+
+    def _rounds(self, fl: FLContract, aggregator: Aggregator, clients: list[Client],
+                pool: TrainingPool) -> list[report.RoundRow]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         cfg = self.cfg
         rows: list[report.RoundRow] = []
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), console=self.console, transient=False, disable=cfg.quiet)
-        with progress:
+        from contextlib import ExitStack
+
+        pending: TrainingPool | None = None  # worker processes starting in the background (--workers auto)
+        with progress, ExitStack() as stack:
             for r in range(1, cfg.rounds + 1):
                 current = fl.current_round()
                 if r < current or (r == current and fl.round(r).phase != Phase.OPEN):
                     rows.append(self._row_from_chain(fl, r))
                     continue
-                rows.append(self._one_round(fl, aggregator, clients, progress))
+                rows.append(self._one_round(fl, aggregator, clients, pool, progress))
+                pool, pending = self._maybe_parallel(rows[-1], cfg.rounds - r, pool, pending, stack,
+                                                     aggregator.spec, clients)
         self.log(report.round_table(rows))
         return rows
 
-    def _one_round(self, fl: FLContract, aggregator: Aggregator, clients: list[Client], progress: Any) -> report.RoundRow:
+    def _one_round(self, fl: FLContract, aggregator: Aggregator, clients: list[Client], pool: TrainingPool,
+                   progress: Any) -> report.RoundRow:
         cfg = self.cfg
         t0 = time.perf_counter()
         before = self.timings.copy()
@@ -430,15 +487,11 @@ class Federation:
             self._pool_warned = True
             self.log(f"[yellow]{warning}[/]")
         chosen = _select(cfg, round_id, len(clients))
-        opened = fl.round(round_id)  # read once for every client
+        opened = None  # each client reads one roundView: the round and its own update in it
         task = progress.add_task(f"round {round_id}/{cfg.rounds}: training", total=len(chosen) + 2)
-        for n, i in enumerate(chosen, 1):
-            progress.update(task, description=f"round {round_id}/{cfg.rounds}: training client {n}/{len(chosen)}")
-            try:
-                clients[i].participate(round_id, opened)
-            except ChainError as exc:
-                self.log(f"[yellow]client {clients[i].address} could not submit:[/] {exc}")
-            progress.advance(task)
+        self._train_and_submit(round_id, opened, [clients[i] for i in chosen], pool,
+                               lambda text: progress.update(task, description=f"round {round_id}/{cfg.rounds}: {text}"),
+                               lambda: progress.advance(task))
         if cfg.crash_after_submissions == round_id:
             raise SimulatedCrash(f"simulated crash after the submissions of round {round_id}")
         progress.update(task, description=f"round {round_id}/{cfg.rounds}: verifying + aggregating")
@@ -474,6 +527,35 @@ class Federation:
             row.model_hash = ""
             row.submitted = info.submissions
         return row
+
+    def _train_and_submit(self, round_id: int, opened: Any, chosen: list[Client], pool: TrainingPool,
+                          status: Callable[[str], None], advance: Callable[[], None]) -> None:
+        """Client.participate split in three, so that the pool trains every chosen client at once:
+        each reads the chain and fetches the base model, all train, each seals, stores and submits."""
+        tasks: list[tuple[Client, TrainTask]] = []
+        for c in chosen:
+            try:
+                step = c.prepare(round_id, opened)
+            except ChainError as exc:
+                self.log(f"[yellow]client {c.address} could not submit:[/] {exc}")
+                step = None
+            if isinstance(step, TrainTask):
+                tasks.append((c, step))
+            else:
+                advance()  # skipped (already submitted, or the round closed) or failed
+        status(f"training {len(tasks)} client(s)" + (f" on {pool.workers} workers" if pool.workers > 1 else ""))
+        try:
+            with self.timings.measure("training"):  # the wall time of the whole (parallel) phase, once
+                results = pool.train([t for _, t in tasks])
+        except PoolError as exc:
+            raise FederationError(str(exc)) from None
+        for n, ((c, t), result) in enumerate(zip(tasks, results), 1):
+            status(f"submitting client {n}/{len(tasks)}")
+            try:
+                c.finish(t, result)
+            except ChainError as exc:
+                self.log(f"[yellow]client {c.address} could not submit:[/] {exc}")
+            advance()
 
     def _committee_cell(self, fl: FLContract, attestations: int, disputes: int) -> str:
         c = fl.committee()
@@ -603,6 +685,7 @@ class Federation:
             config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
             network=network_name(), chain_id=chain.chain_id, contract=fl.address,
             model_spec=spec.to_dict(), model_spec_hash="0x" + spec.hash().hex(),
+            training_workers=self.workers_used,
             final_model_hash="0x" + final_hash.hex(), final_accuracy=final_acc, baseline_accuracy=baseline,
             rounds=[asdict(r) for r in rows], clients=client_rows, timings=phases, wall_seconds=wall,
             treasury=fl.params().treasury, slashed_total=sum(slashes.values()),

@@ -200,15 +200,18 @@ def advance_chain_past(timestamp: int) -> None:
         provider.make_request("evm_mine", [])
 
 
-def round_closed(fl: Any, n: int, current: int | None = None) -> bool:
+def round_closed(fl: Any, n: int, current: int | None = None, phase: Any = None) -> bool:
     """Whether the job's round n is closed (decided, failed or cancelled): when a party run with
-    --rounds n is done. n = 0 never closes (run until stopped). ``current`` saves a view call."""
+    --rounds n is done. n = 0 never closes (run until stopped). ``current`` (and the current round's
+    ``phase``) save view calls."""
     from ..chain import Phase
 
     if not n:
         return False
     cur = fl.current_round() if current is None else current
-    return cur > n or (cur == n and fl.round(n).phase not in (Phase.OPEN, Phase.PROPOSED))
+    if cur != n:
+        return cur > n
+    return (phase if phase is not None else fl.round(n).phase) not in (Phase.OPEN, Phase.PROPOSED)
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:

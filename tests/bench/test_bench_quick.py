@@ -58,7 +58,8 @@ def test_rounds_quick(tmp_path):
     floor = json.loads((tmp_path / "rounds_floor_quick.json").read_text())["rows"]
     assert {r["chain"] for r in floor} == {"embedded", "anvil"}
     for r in floor:  # every way sent the same round and finalized it; a floor is a floor
-        assert r["transactions"] == 6 and 0 < r["floor_s"] and r["flcontract_over_floor"] > 0
+        # startRound, 4 submitUpdate, proposeRound and the 2-of-2 committee's attestations
+        assert r["transactions"] == 8 and 0 < r["floor_s"] and r["flcontract_over_floor"] > 0
     aging = json.loads((tmp_path / "rounds_aging_quick.json").read_text())
     assert [len(aging["series"][c]["round_seconds"]) for c in ("embedded", "anvil")] == [4, 4]
     default = json.loads((tmp_path / "rounds_default_quick.json").read_text())["rows"]

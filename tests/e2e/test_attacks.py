@@ -41,7 +41,7 @@ def test_m3_badlocator_attacker_is_rejected_missing_blob_and_slashed(tmp_path, k
     """`ape run federated_round --attack badlocator --store <IPFS API>`: the locator `ipfs://x-y` used to
     make the store raise a spec error and the aggregator exit; now its client alone is rejected."""
     cfg = FederationConfig(clients=3, rounds=1, attackers=1, attack="badlocator", store=kubo.url,
-                           out=tmp_path / "out", quiet=True, baseline=False, seed=1)
+                           out=tmp_path / "out", quiet=True, baseline=False, seed=1, workers=1)
     res = Federation(cfg).run()
     fl = FLContract.at(res.address)
     attacker = res.clients[-1]["address"]
@@ -253,7 +253,7 @@ def test_m2_a_copied_commitment_is_rejected_as_the_copiers_and_the_victim_is_acc
     from ml.parties.federation import Federation, FederationConfig
 
     res = Federation(FederationConfig(clients=3, rounds=1, out=tmp_path / "out", quiet=True, baseline=False,
-                                      seed=1)).run()
+                                      seed=1, workers=1)).run()
     fl, store, spec, agg, client = _job_parts(res, accounts)
     victim, copier = client(0), client(1)
     r = agg.open_round()
@@ -278,7 +278,7 @@ def test_m2_a_client_whose_commitment_was_used_reseals_and_resubmits(tmp_path, a
     from ml.parties.federation import Federation, FederationConfig
 
     res = Federation(FederationConfig(clients=2, rounds=1, out=tmp_path / "out", quiet=True, baseline=False,
-                                      seed=1)).run()
+                                      seed=1, workers=1)).run()
     fl, store, spec, agg, client = _job_parts(res, accounts)
     c = client(0)
     old = fl.submissions(1)
@@ -303,7 +303,7 @@ def test_m4_inflated_sample_count(tmp_path, permissioned):
     from ml.parties.federation import Federation, FederationConfig
 
     res = Federation(FederationConfig(clients=3, rounds=1, out=tmp_path / "out", quiet=True, baseline=False, seed=1,
-                                      attackers=1, attack="inflate", permissioned=permissioned)).run()
+                                      workers=1, attackers=1, attack="inflate", permissioned=permissioned)).run()
     fl = FLContract.at(res.address)
     subs = {s.client: s.samples for s in fl.submissions(1)}
     honest, inflator = res.clients[:2], res.clients[2]

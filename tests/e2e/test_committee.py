@@ -23,7 +23,8 @@ WEI = 10**18
 
 
 def run(tmp_path, **kw):
-    base = dict(clients=3, rounds=1, out=tmp_path / "out", quiet=True, baseline=False, seed=1)
+    # workers=1: training in this process (a worker pool's start-up would dominate one-round runs)
+    base = dict(clients=3, rounds=1, out=tmp_path / "out", quiet=True, baseline=False, seed=1, workers=1)
     base.update(kw)
     return Federation(FederationConfig(**base)).run()
 

@@ -19,7 +19,9 @@ WEI = 10**18
 
 
 def small_cfg(tmp_path, **kw) -> FederationConfig:
-    base = dict(clients=3, rounds=2, out=tmp_path / "out", quiet=True, baseline=False, seed=1)
+    # workers=1: clients train in this process; a pool's start-up (each worker imports TensorFlow, ~10 s
+    # here) would dominate these small runs. test_parallel_training_gives_the_same_models covers workers=2.
+    base = dict(clients=3, rounds=2, out=tmp_path / "out", quiet=True, baseline=False, seed=1, workers=1)
     base.update(kw)
     return FederationConfig(**base)
 
@@ -177,3 +179,49 @@ def test_krum_round_with_rejections_still_finalizes(tmp_path):
     res = Federation(small_cfg(tmp_path, clients=5, rounds=1, attackers=2, attack="nan", strategy="krum",
                                krum_f=1)).run()
     assert res.rows[0].status == "finalized" and res.rows[0].rejected == 2
+
+
+@pytest.mark.slow
+def test_parallel_training_gives_the_same_models(tmp_path):
+    """--workers 2 trains the chosen clients in two processes: every round's model, and so the final one,
+    is bit-identical to --workers 1 (the CNN, whose float sums depend on TensorFlow's thread settings)."""
+    seq = Federation(small_cfg(tmp_path / "seq", clients=4, arch="cnn", workers=1)).run()
+    par = Federation(small_cfg(tmp_path / "par", clients=4, arch="cnn", workers=2)).run()
+    assert [r.status for r in par.rows] == ["finalized", "finalized"]
+    assert [r.model_hash for r in par.rows] == [r.model_hash for r in seq.rows]
+    assert len({r.model_hash for r in par.rows}) == 2 and all(r.model_hash for r in par.rows)
+    assert par.final_model_hash == seq.final_model_hash
+    assert [r.accepted for r in par.rows] == [4, 4]
+    assert (seq.report["training_workers"], par.report["training_workers"]) == (1, 2)
+    assert par.report["config"]["workers"] == 2
+
+
+@pytest.mark.slow
+def test_workers_auto_moves_to_workers_mid_run_with_the_same_models(tmp_path, monkeypatch):
+    """--workers auto trains round 1 here, starts workers when round 1 says they pay off (here: always,
+    the start-up estimate set to 0) and moves to them once ready (here: waited for, so the switch is at
+    round 2): the models are those of --workers 1, bit for bit."""
+    import ml.parallel
+
+    monkeypatch.setattr(ml.parallel, "WORKER_STARTUP_ESTIMATE", 0.0)
+    monkeypatch.setattr(ml.parallel.TrainingPool, "ready", lambda self: self.wait_ready() >= 0)
+    lines: list[str] = []
+    fed = Federation(small_cfg(tmp_path / "auto", clients=4, arch="cnn", rounds=3, workers="auto"))
+    fed.log = lambda *a: lines.append(" ".join(map(str, a)))
+    auto = fed.run()
+    seq = Federation(small_cfg(tmp_path / "seq", clients=4, arch="cnn", rounds=3, workers=1)).run()
+    assert [r.model_hash for r in auto.rows] == [r.model_hash for r in seq.rows]
+    assert any("starting 2 worker processes in the background" in m for m in lines), lines
+    assert any("local training now on 2 worker processes" in m for m in lines), lines
+    assert auto.report["training_workers"] == 2 and auto.report["config"]["workers"] == "auto"
+
+
+def test_workers_pay_off_only_when_they_save_more_than_their_start_up():
+    from ml.parallel import workers_pay_off
+
+    # 2 workers halve a round's training at best: 0.1 s a round over 10 rounds saves 0.5 s.
+    assert not workers_pay_off(0.1, 10, 2, startup=8.0)
+    assert workers_pay_off(2.0, 10, 2, startup=8.0)  # saves 10 s
+    assert not workers_pay_off(2.0, 7, 2, startup=8.0)  # saves 7 s
+    assert not workers_pay_off(100.0, 10, 1, startup=8.0)  # one process: nothing to split
+    assert not workers_pay_off(100.0, 0, 2, startup=8.0)  # no round left

@@ -155,7 +155,11 @@ def test_parties_step_by_step_on_the_embedded_chain(tmp_path, accounts, chain):
     clients[2].opts.top_up = True
     r2 = agg.agg.open_round()
     for c in clients:
-        c._step()
+        for _ in range(3):  # a client that submitted last round first sees that round close, then takes part
+            if r2 in c.submitted:
+                break
+            c._step()
+        assert r2 in c.submitted
     assert fl.can_propose(r2)  # everyone is in: no need to wait for the deadline
     agg._wait_and_finalize(r2, None)
     for c in clients:
@@ -241,3 +245,43 @@ def test_a_dry_reward_pool_is_a_warning():
     assert pool_warning(10**18, 10**16) is None and pool_warning(0, 0) is None
     assert "reward pool is empty" in pool_warning(0, 10**16) and "paid nothing" in pool_warning(0, 10**16)
     assert "holds 0.000000000000000066 ETH" in pool_warning(66, 10**16) and "paid less" in pool_warning(66, 10**16)
+
+
+def test_a_client_party_reads_two_views_a_round_and_one_per_poll(tmp_path, accounts, chain):
+    """`ape run client`'s reads, counted on its own FLContract: one view when a round opens (the round,
+    its update, its stake, the sealing key), one when a poll sees the round close (kept, so that
+    settling reads none); a poll with no new block reads no view at all."""
+    files = split_dataset("digits", 2, tmp_path / "data", seed=0)
+    cfg = make_deploy_config({"fund": 1, "reward": "0.01", "submission_period": "1h"})
+    deps = tmp_path / "deployments.json"
+    deploy_job(accounts[0], cfg, aggregator=str(accounts[1].address), key_file=tmp_path / "agg.key",
+               store=str(tmp_path / "store"), deployments=deps, log=lambda m: None)
+    agg_job, own_job = open_job(deps), open_job(deps)  # the client's reads alone on own_job.fl
+    assert agg_job.fl is not own_job.fl
+    fast = dict(poll=0.01, max_poll=0.01)
+    me = ClientParty(accounts[2], own_job, *load_npz(files["clients"][0]), ClientOptions(rounds=3, **fast),
+                     log=lambda m: None)
+    me._ensure_registered()
+    agg = AggregatorParty(accounts[1], agg_job, load_private_key(tmp_path / "agg.key"),
+                          AggregatorOptions(rounds=3, advance_time=True, patience=0, **fast), log=lambda m: None)
+    views = lambda: sum(own_job.fl.view_calls.values())  # noqa: E731
+    per_round = []
+    for r in (1, 2, 3):
+        assert agg.agg.open_round() == r
+        before = views()
+        assert me._step() is False and r in me.submitted  # one view: the round opened; then it submits
+        agg._wait_and_finalize(r, None)
+        assert me._step() is False  # waits from the view read before submitting: one poll sees the round close
+        per_round.append(views() - before)
+    assert per_round == [3, 2, 2]  # round 1 also reads the committee (fixed at deployment: read once)
+    before = views()
+    assert me._step() is True  # round 3 closed: settled from the poll's view, done after one more view
+    assert views() - before == 1
+    assert all(agg_job.fl.update(r, me.address).status == UpdateStatus.CLAIMED for r in (1, 2, 3))
+    assert me.received > 0 and own_job.fl.owed(me.address) == 0
+    # No new block since the last look: a poll asks for the head only.
+    before = views()
+    me.opts.rounds = 0
+    state_changed = []
+    me.stop.wait_for(lambda: state_changed.append(1) or False, 0.05, 0.01, 0.01)
+    assert views() == before
