@@ -87,3 +87,11 @@ def test_gas_quick(tmp_path):
     assert data["problems"] == [] and data["constant_in_clients"] is True
     assert {"register", "submitUpdate", "proposeRound", "claimReward", "withdrawRewards"} <= {
         r["function"] for r in data["rows"]}
+
+
+def test_secagg_quick(tmp_path):
+    """Masking, unmasking with a dropout, and share sizes: correct at small sizes (it asserts exactness)."""
+    _bench("bench.secagg", tmp_path)
+    d = json.loads((tmp_path / "secagg_quick.json").read_text())
+    assert {(r["ring_bits"], r["participants"]) for r in d["client"]} == {(64, 3), (32, 3), (64, 5), (32, 5)}
+    assert all(r["client_s"] > 0 for r in d["client"]) and d["unmask"] and d["sizes"]
