@@ -247,7 +247,11 @@ def _head(fl: FLContract) -> int:
     after it moved. A reorg to the same height is still seen: confirmed views read below the head."""
     from ape import chain
 
-    return int(chain.provider.web3.eth.block_number)
+    from ..chain import _int, _rpc
+
+    if chain.provider.name == "test":
+        return int(chain.provider.web3.eth.block_number)
+    return _int(_rpc(chain.provider.web3, "eth_blockNumber", []))
 
 
 class ClientParty:
