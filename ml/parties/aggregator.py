@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..chain import ChainError, FLContract, Phase, RoundInfo, is_dev_chain
+from ..chain import ChainError, FLContract, Phase, RoundInfo, head_block, is_dev_chain
 from ..logs import Cursor
 from ..models import ModelSpec
 from ..rogue import check_rogue_aggregator, rogue_computation
@@ -241,9 +241,7 @@ class Roster:
         return self.cursor.items
 
     def refresh(self) -> list[str]:
-        from ape import chain
-
-        head = chain.blocks.height
+        head = head_block()
         if head >= self.cursor.block:
             logs = self.fl.logs("ClientRegistered", self.cursor.block, head)
             self.cursor.advance(head + 1, (str(log.client) for log in logs))

@@ -245,13 +245,9 @@ class ClientOptions:
 def _head(fl: FLContract) -> int:
     """The chain's head block number (one eth_blockNumber, not a contract view): polls read views only
     after it moved. A reorg to the same height is still seen: confirmed views read below the head."""
-    from ape import chain
+    from ..chain import head_block
 
-    from ..chain import _int, _rpc
-
-    if chain.provider.name == "test":
-        return int(chain.provider.web3.eth.block_number)
-    return _int(_rpc(chain.provider.web3, "eth_blockNumber", []))
+    return head_block()
 
 
 class ClientParty:
