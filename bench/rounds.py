@@ -257,6 +257,18 @@ def default_chain(quick: bool) -> dict[str, Any]:
     return {"rows": rows, "target": "the default chain of federated_round is the faster of the two end to end"}
 
 
+def _node_cost_by_height(network: str, n_clients: int, blocks: int) -> dict[str, float]:
+    """The node's own time for one round's pre-signed transactions on a fresh chain, and again after
+    `blocks` more blocks (the height an aging run ends at): how much of a long run's growth is the node's."""
+    from ape import chain, networks
+
+    with networks.parse_network_choice(network):
+        young = _one_round_three_ways(n_clients)["floor_s"]
+        chain.mine(blocks)
+        old = _one_round_three_ways(n_clients)["floor_s"]
+    return {"young_s": young, "old_s": old}
+
+
 def aging(quick: bool, out: Path | None = None) -> dict[str, Any]:
     """Round time against the round number: the first rounds against the last ones, in one run."""
     rounds = 4 if quick else 50
@@ -272,9 +284,14 @@ def aging(quick: bool, out: Path | None = None) -> dict[str, Any]:
         first, last = sum(secs[1:k + 1]) / k, sum(secs[-k:]) / k  # round 1 pays the first compilations
         first_c, last_c = sum(chain_s[1:k + 1]) / k, sum(chain_s[-k:]) / k
         series[label] = dict(round_seconds=secs, chain_seconds=chain_s)
+        node = _node_cost_by_height(net, 3 if quick else 10, len(per) * (15 if not quick else 8))
         rows.append(dict(chain=label, rounds=len(per), first_round_s=first, last_round_s=last,
                          last_over_first=last / first, first_chain_s=first_c, last_chain_s=last_c,
-                         chain_last_over_first=last_c / first_c if first_c else float("nan")))
+                         chain_last_over_first=last_c / first_c if first_c else float("nan"),
+                         node_floor_young_s=node["young_s"], node_floor_old_s=node["old_s"],
+                         node_floor_old_over_young=node["old_s"] / node["young_s"],
+                         chain_growth_over_node_growth=(last_c / first_c) / (node["old_s"] / node["young_s"])
+                         if first_c else float("nan")))
     if out is not None:
         import matplotlib
 
@@ -294,7 +311,10 @@ def aging(quick: bool, out: Path | None = None) -> dict[str, Any]:
         fig.savefig(out / f"rounds_aging{'_quick' if quick else ''}.png", dpi=120)
         plt.close(fig)
     return {"rows": rows, "series": series,
-            "target": "rounds 1-50 flat: the last rounds take no longer than the first (ratio about 1)"}
+            "target": "rounds 1-50 flat: the last rounds take no longer than the first (ratio about 1)",
+            "note": "node_floor_*: the same round's transactions pre-signed and sent raw on a fresh chain and "
+                    "after as many blocks as the run mined; chain_growth_over_node_growth about 1 means the "
+                    "chain part grew only as much as the node's own cost did"}
 
 
 ONLY_STRATEGIES: list[str] = []  # --strategy: rerun robustness for some strategies only
