@@ -425,8 +425,16 @@ class AggregatorParty:
         seen = [-1, 0.0]
         missing: list[str] = []  # as of the last count change: the waiting line's, reused by _report_missed
 
+        head = [-1]
+
         def ready() -> bool:
-            n = fl.round(r).submissions
+            patience_over = self.opts.advance_time and time.monotonic() - t0 >= self.opts.patience
+            now = head_block()
+            if now == head[0] and time.monotonic() - seen[1] < 30.0:
+                return patience_over  # no new block: nothing on chain changed (no view read)
+            head[0] = now
+            view = fl.round_view(r, str(self.account.address), confirmed=True)  # under its confirmations
+            n = view.round.submissions
             # One line when the count changes, and a reminder every 30 s (who is missing, time left).
             if n != seen[0] or time.monotonic() - seen[1] >= 30.0:
                 seen[0], seen[1] = n, time.monotonic()
@@ -434,9 +442,9 @@ class AggregatorParty:
                 missing[:] = self.roster.missing(r, submitted)
                 self.log(waiting_line(r, n, info.eligible if info.eligible else n + len(missing), missing,
                                       info.deadline - chain_now()))
-            if fl.can_propose(r, confirmed=True) or confirmed_now(fl) > info.deadline:
+            if view.can_propose or confirmed_now(fl) > info.deadline:
                 return True  # every submission in (and under its confirmations), or the deadline passed
-            return self.opts.advance_time and time.monotonic() - t0 >= self.opts.patience
+            return patience_over
 
         if not self._wait(ready):
             return  # stop requested while waiting: the round stays open for the next run

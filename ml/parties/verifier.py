@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from eth_utils import keccak
 
-from ..chain import ZERO32, ChainError, FLContract, Outcome, Phase
+from ..chain import ZERO32, ChainError, FLContract, Outcome, Phase, head_block
 from ..evidence import Evidence, EvidenceFormatError, Verdict, check_rejection, reason_of
 from ..models import ModelSpec
 from ..rogue import check_rogue_verifier
@@ -269,16 +269,22 @@ class VerifierParty:
                                  strategy=job.strategy, strategy_params=job.strategy_params, rogue=opts.rogue)
         self.records: list[VerifierRecord] = []
 
-    def _done(self) -> bool:
-        return round_closed(self.job.fl, self.opts.rounds)
+    def _look(self) -> Any:
+        """One view: the current round, as of `confirmations` blocks ago (a proposal is acted on once it
+        has its confirmations), with its proposal."""
+        return self.job.fl.round_view(0, self.verifier.address, confirmed=True)
 
-    def _pending(self) -> int | None:
+    def _done(self, view: Any) -> bool:
+        return round_closed(self.job.fl, self.opts.rounds, view.round_id, view.round.phase if view.round_id else None)
+
+    def _pending(self, view: Any) -> int | None:
         """The current round, if its proposal awaits this verifier's vote and can still take it."""
-        fl = self.job.fl
-        cur = fl.current_round(confirmed=True)  # a proposal is acted on once it has its confirmations
-        if not cur or fl.round(cur, confirmed=True).phase != Phase.PROPOSED or fl.vote_of(cur, self.verifier.address):
+        fl, cur = self.job.fl, view.round_id
+        if not cur or view.round.phase != Phase.PROPOSED:
             return None
-        if chain_now() > fl.proposal(cur).proposed_at + fl.params().attestationPeriod:
+        if chain_now() > view.proposal.proposed_at + fl.params().attestationPeriod:
+            return None
+        if fl.vote_of(cur, self.verifier.address):
             return None
         return cur
 
@@ -291,12 +297,14 @@ class VerifierParty:
         announced = [None]
 
         def step() -> str | None:
-            if self._done():
+            head = [head_block()]
+            view = self._look()
+            if self._done(view):
                 return f"round {self.opts.rounds} is closed"
-            r = self._pending()
+            r = self._pending(view)
             if r is None:
-                cur = fl.current_round()
-                state = (cur, fl.round(cur).phase if cur else None)
+                cur = view.round_id
+                state = (cur, view.round.phase if cur else None)
                 if announced[0] != state:
                     announced[0] = state
                     if cur and state[1] == Phase.OPEN:
@@ -306,9 +314,13 @@ class VerifierParty:
                                  f"{state[1].name.lower() if cur else 'not started'})")
 
                 def changed() -> bool:
-                    c = fl.current_round()
-                    return self._pending() is not None or self._done() or \
-                        (c, fl.round(c).phase if c else None) != state
+                    now = head_block()
+                    if now == head[0]:
+                        return False  # no new block: nothing can have changed (no view read)
+                    head[0] = now
+                    v = self._look()
+                    return self._pending(v) is not None or self._done(v) or \
+                        (v.round_id, v.round.phase if v.round_id else None) != state
 
                 self.stop.wait_for(changed, math.inf, self.opts.poll, self.opts.max_poll)
                 return None
