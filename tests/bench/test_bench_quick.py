@@ -76,7 +76,10 @@ def test_gas_size_quick(tmp_path):
     """Submission gas does not grow with the model; the naive contract's does (Anvil)."""
     _bench("bench.gas_size", tmp_path)
     rows = json.loads((tmp_path / "gas_size_quick.json").read_text())["rows"]
-    assert len({r["ours_gas"] // 100 for r in rows}) == 1
+    # Constant up to calldata: each commitment is a fresh keccak, and a zero byte of it costs 4 gas, not 16
+    # (buckets of 100 gas failed when two runs straddled a boundary: 129,6xx against 129,7xx).
+    gas = [r["ours_gas"] for r in rows]
+    assert max(gas) - min(gas) <= 200, gas
     assert rows[0]["naive_gas"] > 10 * rows[0]["ours_gas"]
 
 
