@@ -26,27 +26,19 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from eth_utils import to_checksum_address
 from rich.console import Console
 from rich.table import Table
 
+from bench.throughput import _best  # fastest of a few runs: the same rule as the throughput bench
 from ml import secagg as S
 from ml.sealing import generate_keypair, sealed_overhead
 
 CTX = S.RoundContext(31337, "0x" + "5a" * 20, 1)
 CLIP, SCALE_BITS = 1.0, 16
-
-
-def _best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def _addresses(n: int) -> list[str]:

@@ -421,8 +421,7 @@ class Federation:
         --workers auto the run starts training here (see _maybe_parallel)."""
         if workers is None:
             workers = 1 if self.cfg.workers == AUTO else self.cfg.training_workers
-        pool = TrainingPool(spec, [(c.x, c.y) for c in clients], workers=workers,
-                            names=[c.address for c in clients])
+        pool = _pool_of(spec, clients, workers)
         if pool.workers > 1 and self.cfg.workers != AUTO:
             self.log(f"Local training on {pool.workers} worker processes (--workers {self.cfg.workers})")
         self.workers_used = pool.workers
@@ -441,8 +440,7 @@ class Federation:
             w = self.cfg.training_workers
             seconds = row.phases.get("training", 0.0)
             if workers_pay_off(seconds, rounds_left, w):
-                pending = stack.enter_context(TrainingPool(spec, [(c.x, c.y) for c in clients], workers=w,
-                                                           names=[c.address for c in clients]))
+                pending = stack.enter_context(_pool_of(spec, clients, w))
                 self.log(f"local training took {seconds:.1f} s this round: starting {w} worker processes in "
                          f"the background for the {rounds_left} round(s) left (--workers 1 to keep it here)")
         if pending is not None and pending.ready():
@@ -703,6 +701,11 @@ class Federation:
             clients=client_rows, timings=phases, wall_seconds=wall, gas_by_function=dict(self.meter.gas),
             out=self.out, report=data,
         )
+
+
+def _pool_of(spec: ModelSpec, clients: list[Client], workers: int) -> TrainingPool:
+    """A training pool over every client's data, its workers named by the clients' addresses."""
+    return TrainingPool(spec, [(c.x, c.y) for c in clients], workers=workers, names=[c.address for c in clients])
 
 
 def run_federation(cfg: FederationConfig) -> FederationResult:
