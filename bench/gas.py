@@ -59,6 +59,12 @@ PARAMS = dict(
     permissioned=False,
     attestationPeriod=600,
     aggregatorBond=ETHER,
+    dpClip=0,
+    dpNoise=0,
+    dpDelta=0,
+    dpBudget=0,
+    dpMaxRounds=0,
+    dpSeedCommitment=bytes(32),
 )
 NO_COMMITTEE = dict(verifiers=[], keys=[], threshold=0)  # trusted-aggregator mode
 ADMIN_DELAY = 3600

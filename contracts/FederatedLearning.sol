@@ -68,6 +68,13 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         bool permissioned; // clients need a registrar's admission, and submit at most their allowance
         uint64 attestationPeriod; // seconds the committee has to attest a proposal before it expires
         uint256 aggregatorBond; // wei the aggregator must have bonded to propose; forfeited on a failed proposal
+        // Differential privacy (central, robust mode): the promise every client can read before it trains.
+        uint64 dpClip; // L2 clipping norm C of each accepted update's change, 1e6 fixed point; 0 = no DP
+        uint64 dpNoise; // noise multiplier z, 1e6 fixed point (noise std z*C/n on the mean of n updates)
+        uint64 dpDelta; // target delta, 1e18 fixed point
+        uint64 dpBudget; // epsilon budget, 1e6 fixed point; 0 = none
+        uint32 dpMaxRounds; // rounds the budget allows (dp-accounting at deploy; anyone re-checks); 0 = unbounded
+        bytes32 dpSeedCommitment; // keccak of the aggregator's noise secret, sealed to the committee each round
     }
 
     /// @notice The verifier committee, fixed at deployment (k = verifiers.length, threshold m).
@@ -266,6 +273,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     error RoundNotFinalized(uint256 roundId);
     error NothingToClaim(uint256 roundId, address client);
     error NothingOwed(address client);
+    error PrivacyBudgetSpent(uint256 maxRounds);
 
     // ---------------------------------------------------------------- events
 
@@ -355,6 +363,17 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         if (params.minStake == 0) revert InvalidParams("minStake is zero");
         if (params.initialModelHash == bytes32(0)) revert InvalidParams("initialModelHash is zero");
         if (params.aggregatorKey == bytes32(0)) revert InvalidParams("aggregatorKey is zero");
+        if (params.dpClip == 0) {
+            if (params.dpNoise | params.dpDelta | params.dpBudget | params.dpMaxRounds != 0) {
+                revert InvalidParams("DP settings without dpClip");
+            }
+        } else if (params.dpDelta == 0 || params.dpDelta >= 1e18) {
+            revert InvalidParams("dpDelta must be in (0, 1e18)");
+        } else if ((params.dpNoise == 0) != (params.dpSeedCommitment == bytes32(0))) {
+            revert InvalidParams("dpSeedCommitment iff dpNoise");
+        } else if ((params.dpBudget == 0) != (params.dpMaxRounds == 0)) {
+            revert InvalidParams("dpMaxRounds iff dpBudget");
+        }
         _params = params;
         latestModelHash = params.initialModelHash;
         _grantRole(AGGREGATOR_ROLE, aggregator);
@@ -459,11 +478,14 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     // ---------------------------------------------------------------- rounds
 
     /**
-     * @notice Open the next round on the latest finalized model.
+     * @notice Open the next round on the latest finalized model. In a DP job with an epsilon
+     * budget, at most dpMaxRounds rounds ever start (every started round counts: it may publish a model).
      * @return roundId the new round's number (1 for the first)
      */
     function startRound() external onlyRole(AGGREGATOR_ROLE) returns (uint256 roundId) {
         _requireNoOpenRound();
+        uint256 maxRounds = _params.dpMaxRounds;
+        if (maxRounds != 0 && currentRound >= maxRounds) revert PrivacyBudgetSpent(maxRounds);
         roundId = currentRound + 1;
         currentRound = roundId;
         Round storage r = _rounds[roundId];

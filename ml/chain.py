@@ -13,7 +13,10 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    from .dp import DPParams
 
 ZERO32 = b"\x00" * 32
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -152,10 +155,26 @@ class JobParams:
     permissioned: bool = False  # clients need a registrar's admission and submit at most their allowance
     attestationPeriod: int = 600  # seconds the committee has to attest a proposal
     aggregatorBond: int = 0  # wei the aggregator must bond to propose (with a committee)
+    dpClip: int = 0  # DP clipping norm C in 1e-6 units; 0 = no differential privacy
+    dpNoise: int = 0  # noise multiplier z in 1e-6 units
+    dpDelta: int = 0  # target delta in 1e-18 units
+    dpBudget: int = 0  # epsilon budget in 1e-6 units; 0 = none
+    dpMaxRounds: int = 0  # rounds the budget allows (the contract refuses more); 0 = unbounded
+    dpSeedCommitment: bytes = ZERO32  # keccak of the aggregator's noise secret
 
     @property
     def norm_bound(self) -> float | None:
         return self.normBound / 1e6 if self.normBound else None
+
+    @property
+    def dp(self) -> DPParams | None:
+        """The job's differential-privacy promise, or None for a job without DP."""
+        if not self.dpClip:
+            return None
+        from .dp import DPParams
+
+        return DPParams(self.dpClip / 1e6, self.dpNoise / 1e6, self.dpDelta / 1e18,
+                        self.dpBudget / 1e6 if self.dpBudget else None)
 
     def to_json(self) -> dict[str, Any]:
         return {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in asdict(self).items()}
@@ -163,7 +182,7 @@ class JobParams:
     @classmethod
     def from_struct(cls, s: Any) -> "JobParams":
         d = {k: getattr(s, k) for k in cls.__dataclass_fields__}
-        for k in ("modelSpecHash", "initialModelHash", "aggregatorKey"):
+        for k in ("modelSpecHash", "initialModelHash", "aggregatorKey", "dpSeedCommitment"):
             d[k] = bytes(d[k])
         d["treasury"] = str(d["treasury"])
         d["permissioned"] = bool(d["permissioned"])

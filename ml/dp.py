@@ -506,6 +506,113 @@ class Accountant:
                 f"(z = {self.noise:g}, q = {self.sampling_rate:g}, {self.per_round:.4g} for one round alone)")
 
 
+def max_rounds(noise: float, delta: float, budget: float, sampling_rate: float = 1.0, limit: int = 10**6) -> int:
+    """The most rounds whose cumulative epsilon stays within ``budget`` (0: not even one; capped at ``limit``).
+
+    Epsilon grows with the number of rounds, so a binary search over it is exact. The deploy
+    step writes this number on chain (``dpMaxRounds``): the contract itself then refuses the round
+    after, and anyone can re-derive the number from the published z, delta and budget.
+    """
+    b = _check_budget(budget)
+    if b is None:
+        raise DPError("max_rounds needs a budget")
+    acc = Accountant(noise, delta, sampling_rate)
+    if acc.epsilon_after(1) > b:
+        return 0
+    lo, hi = 1, 2
+    while hi <= limit and acc.epsilon_after(hi) <= b:
+        lo, hi = hi, hi * 2
+    hi = min(hi, limit + 1)
+    while hi - lo > 1:  # epsilon_after(lo) <= b < epsilon_after(hi), or hi = limit + 1
+        mid = (lo + hi) // 2
+        if acc.epsilon_after(mid) <= b:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+# On-chain fixed point of the DP parameters (the contract's Params: dpClip, dpNoise, dpBudget in 1e-6,
+# dpDelta in 1e-18). Every party reads the rounded values back from the chain, so all agree on them.
+CLIP_UNIT = 10**6
+NOISE_UNIT = 10**6
+BUDGET_UNIT = 10**6
+DELTA_UNIT = 10**18
+_UINT64 = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class ChainDP:
+    """A job's DP parameters as the contract stores them (integers), with the rounds the budget allows."""
+
+    dpClip: int
+    dpNoise: int
+    dpDelta: int
+    dpBudget: int
+    dpMaxRounds: int
+    dpSeedCommitment: bytes
+
+    def fields(self) -> dict[str, int | bytes]:
+        return dict(dpClip=self.dpClip, dpNoise=self.dpNoise, dpDelta=self.dpDelta, dpBudget=self.dpBudget,
+                    dpMaxRounds=self.dpMaxRounds, dpSeedCommitment=self.dpSeedCommitment)
+
+
+def chain_dp(clip: float, noise: float, delta: float, budget: float | None, secret_commitment: bytes) -> ChainDP:
+    """The on-chain form of a DP promise, or DPError (one line) when it cannot be kept.
+
+    A budget that does not cover even one round is refused here, not at the first startRound.
+    The noise seed commitment is recorded only when there is noise (z > 0).
+    """
+    params = DPParams(clip, noise, delta, budget)
+    c, z = round(params.clip * CLIP_UNIT), round(params.noise * NOISE_UNIT)
+    d = round(params.delta * DELTA_UNIT)
+    if c < 1 or c > _UINT64:
+        raise DPError(f"clipping norm C = {clip:g} does not fit the contract's 1e-6 fixed point (1e-6 .. 1.8e13)")
+    if z > _UINT64 or not 0 < d < DELTA_UNIT:
+        raise DPError(f"noise multiplier {noise:g} or delta {delta:g} does not fit the contract's fixed point")
+    b = rounds = 0
+    if params.budget is not None:
+        b = round(params.budget * BUDGET_UNIT)
+        if not 0 < b <= _UINT64:
+            raise DPError(f"epsilon budget {budget:g} does not fit the contract's 1e-6 fixed point")
+        if z == 0:
+            raise DPError(f"epsilon budget {budget:g} cannot be met with noise multiplier z = 0 (epsilon = inf); "
+                          "give --dp-noise above 0 or drop the budget")
+        rounds = max_rounds(z / NOISE_UNIT, d / DELTA_UNIT, b / BUDGET_UNIT)
+        if rounds == 0:
+            one = epsilon(z / NOISE_UNIT, 1, 1.0, d / DELTA_UNIT)
+            raise DPError(f"epsilon budget {budget:g} is below one round's epsilon {one:.4g} at delta {delta:.3g} "
+                          f"with z = {noise:g}: raise the budget or the noise multiplier")
+        rounds = min(rounds, 2**32 - 1)
+    commitment = bytes(secret_commitment) if z else bytes(32)
+    if z and (len(commitment) != 32 or commitment == bytes(32)):
+        raise DPError("a DP job with noise needs the 32-byte commitment of the aggregator's noise secret")
+    return ChainDP(c, z, d, b, rounds, commitment)
+
+
+def noise_secret(aggregator_private_key: bytes) -> bytes:
+    """The aggregator's DP noise secret, derived from its sealing key (so it needs no file of its own).
+
+    One-way: the secret, sealed to the committee each round, reveals nothing about the key. Fixed for
+    the job (its keccak is on chain), so the aggregator cannot grind seeds for a noise it likes.
+    """
+    if not isinstance(aggregator_private_key, (bytes, bytearray)) or len(aggregator_private_key) != 32:
+        raise DPError("the noise secret is derived from the aggregator's 32-byte X25519 private key")
+    return hmac.new(bytes(aggregator_private_key), b"chainfl/dp-noise-secret/v1", hashlib.sha256).digest()
+
+
+def secret_commitment(secret: bytes) -> bytes:
+    """keccak-256 of the noise secret: what the contract records (dpSeedCommitment)."""
+    from eth_utils import keccak
+
+    return keccak(bytes(secret))
+
+
+def round_seed(secret: bytes, chain_id: int, contract: str, round_id: int) -> bytes:
+    """The noise seed of one round: bound to chain, contract and round (no two rounds share noise)."""
+    return derive_seed(secret, "central-dp", chain_id, contract.lower(), round_id)
+
+
 # --------------------------------------------------------------------------- discrete Gaussian (private mode)
 
 

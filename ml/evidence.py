@@ -190,8 +190,13 @@ class Evidence:
 
     round_id: int
     rejections: tuple[RejectionEvidence, ...] = ()
+    # A DP round's noise secret, sealed to the aggregator and the committee (ml.rounds.RoundDP): the
+    # verifiers open it to re-derive the noise; the public sees only that it is there.
+    dp_secret: bytes | None = None
 
     def __post_init__(self) -> None:
+        if self.dp_secret is not None and (not isinstance(self.dp_secret, (bytes, bytearray)) or not self.dp_secret):
+            raise ValueError("dp_secret must be non-empty bytes or None")
         if isinstance(self.round_id, bool) or not isinstance(self.round_id, int) or not (
             0 <= self.round_id < 2**256
         ):
@@ -213,11 +218,13 @@ class Evidence:
 
     def encode(self) -> bytes:
         """Canonical JSON: sorted keys, no whitespace, lower-case 0x-hex keys, UTF-8."""
-        document = {
+        document: dict[str, Any] = {
             "rejections": [r._to_json() for r in self.rejections],
             "round_id": self.round_id,
             "version": EVIDENCE_VERSION,
         }
+        if self.dp_secret is not None:  # absent, not null, without DP: older evidence keeps its bytes
+            document["dp_secret"] = "0x" + bytes(self.dp_secret).hex()
         return json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode("utf-8")
@@ -254,8 +261,20 @@ class Evidence:
 
     @classmethod
     def _from_json(cls, document: object) -> Evidence:
-        _expect_keys(document, {"rejections", "round_id", "version"}, "evidence")
+        keys = {"rejections", "round_id", "version"}
+        _expect_keys(document, keys | ({"dp_secret"} & set(document)) if isinstance(document, dict) else keys,
+                     "evidence")
         assert isinstance(document, dict)
+        dp_secret = None
+        if "dp_secret" in document:
+            raw = document["dp_secret"]
+            digits = raw[2:] if isinstance(raw, str) and raw.startswith("0x") else None
+            if not digits or len(digits) % 2 or digits != digits.lower():
+                raise EvidenceFormatError("evidence 'dp_secret' must be 0x and an even number of lower-case hex digits")
+            try:
+                dp_secret = bytes.fromhex(digits)
+            except ValueError:
+                raise EvidenceFormatError("evidence 'dp_secret' is not hex") from None
         if document["version"] != EVIDENCE_VERSION or isinstance(document["version"], bool):
             raise EvidenceFormatError(
                 f"evidence has version {document['version']!r}, this code reads version "
@@ -274,7 +293,7 @@ class Evidence:
                 RejectionEvidence(item["client"], item["reason"], _key_from_hex(item["content_key"], what),
                                   item["detail"])
             )
-        return cls(document["round_id"], tuple(rejections))
+        return cls(document["round_id"], tuple(rejections), dp_secret)
 
 
 def _no_constant(name: str) -> None:

@@ -20,7 +20,9 @@ from .chain import FLContract, RoundInfo
 from .models import ModelSpec, tensor_names
 from .chain import ZERO32, Outcome
 from .evidence import NO_KEY_REASONS, Evidence, RejectionEvidence, content_key_for_evidence, reason_code
-from .sealing import SealContext, SealError, open_sealed
+from .chain import JobParams
+from .dp import CentralDPResult, DPParams, central_dp_mean, noise_secret, round_seed, secret_commitment
+from .sealing import SealContext, SealError, open_sealed, seal
 from .store import (
     BlobIntegrityError,
     BlobNotFoundError,
@@ -30,6 +32,64 @@ from .store import (
     StoreUnhealthyError,
 )
 from .timing import Timings
+
+
+class DPSecretError(ValueError):
+    """A DP round's sealed noise secret is missing, does not open, or is not the committed one."""
+
+
+@dataclass(frozen=True)
+class RoundDP:
+    """A DP round's noise: the job's promise, this round's seed and the sealed secret the evidence carries.
+
+    The seed is derived from the aggregator's noise secret (committed on chain at deployment, so it
+    cannot be re-drawn) and the round; the secret travels sealed to the aggregator and the committee
+    in the round's evidence blob, so every verifier re-derives the noise and the public cannot.
+    """
+
+    params: DPParams
+    seed: bytes | None = field(repr=False)  # None when z = 0 (clipping only)
+    sealed_secret: bytes | None = field(default=None, repr=False)  # None when z = 0
+
+
+def dp_seal_context(chain_id: int, contract: str, round_id: int) -> SealContext:
+    """The noise secret is sealed to the job itself (the contract in the client field), per round."""
+    return SealContext(chain_id=chain_id, contract=contract, round_id=round_id, client=contract)
+
+
+def round_dp(params: JobParams, aggregator_private_key: bytes, recipients: list[bytes], *, chain_id: int,
+             contract: str, round_id: int) -> RoundDP | None:
+    """The aggregator's side: the round's seed from its own key, and the secret sealed to ``recipients``."""
+    dp = params.dp
+    if dp is None:
+        return None
+    if not dp.private:
+        return RoundDP(dp, None, None)
+    secret = noise_secret(aggregator_private_key)
+    if secret_commitment(secret) != params.dpSeedCommitment:
+        raise DPSecretError("the aggregator's key does not give the noise secret committed on chain "
+                            "(dpSeedCommitment): run the aggregator with the key file the job was deployed with")
+    return RoundDP(dp, round_seed(secret, chain_id, contract, round_id),
+                   seal(secret, recipients, dp_seal_context(chain_id, contract, round_id)))
+
+
+def open_round_dp(params: JobParams, sealed: bytes | None, private_key: bytes, *, chain_id: int, contract: str,
+                  round_id: int) -> RoundDP | None:
+    """A verifier's side: the round's seed from the sealed secret in the proposal's evidence (checked)."""
+    dp = params.dp
+    if dp is None:
+        return None
+    if not dp.private:
+        return RoundDP(dp, None, None)
+    if not sealed:
+        raise DPSecretError("the evidence carries no sealed noise secret: the noise cannot be re-derived")
+    try:
+        secret = open_sealed(sealed, private_key, dp_seal_context(chain_id, contract, round_id))
+    except SealError as exc:
+        raise DPSecretError(f"the sealed noise secret does not open with this key: {exc}") from None
+    if secret_commitment(secret) != params.dpSeedCommitment:
+        raise DPSecretError("the sealed noise secret is not the one committed on chain (dpSeedCommitment)")
+    return RoundDP(dp, round_seed(secret, chain_id, contract, round_id), bytes(sealed))
 
 
 class NormBoundError(ValueError):
@@ -64,6 +124,8 @@ class RoundComputation:
     result: AggregateResult | None = None
     model_blob: bytes | None = None
     base: list[np.ndarray] | None = field(default=None, repr=False)  # the round's base model weights
+    dp: RoundDP | None = None  # a DP job's noise for this round (None: no DP)
+    dp_result: CentralDPResult | None = field(default=None, repr=False)  # what clipping and noise did
 
     @property
     def model_hash(self) -> bytes | None:
@@ -260,10 +322,12 @@ def round_recipients(fl: FLContract) -> list[bytes]:
 
 
 def evidence_of(comp: "RoundComputation") -> Evidence | None:
-    """The round's public evidence: one record per rejection (None when nobody is rejected)."""
-    if not comp.rejected:
+    """The round's public evidence: one record per rejection, and a DP round's sealed noise secret
+    (None when nobody is rejected and there is no secret)."""
+    sealed = comp.dp.sealed_secret if comp.dp is not None else None
+    if not comp.rejected and sealed is None:
         return None
-    return Evidence(comp.round_id, tuple(r.evidence() for r in comp.rejected))
+    return Evidence(comp.round_id, tuple(r.evidence() for r in comp.rejected), sealed)
 
 
 def outcome_of(comp: "RoundComputation", quorum: int, *, evidence_locator: str = "",
@@ -309,9 +373,11 @@ def compute_round(
     strategy_params: dict[str, Any] | None = None,
     timings: Timings | None = None,
     info: RoundInfo | None = None,
+    dp: RoundDP | None = None,
 ) -> RoundComputation:
     """Everything the aggregator decides about a round, re-computable by an auditor (`info`: the round's
-    record, if the caller has just read it once its submissions are in)."""
+    record, if the caller has just read it once its submissions are in; `dp`: a DP job's noise, from
+    :func:`round_dp` or :func:`open_round_dp`)."""
     timings = timings or Timings()
     with timings.measure("chain"):
         info = info if info is not None else fl.round(round_id)
@@ -322,7 +388,9 @@ def compute_round(
         fl, store, private_key, spec, round_id, chain_id=chain_id, base=base,
         norm_bound=params.norm_bound, timings=timings, info=info,
     )
-    comp = RoundComputation(round_id, info.base_model_hash, submitted, valid, rejected, base=base)
+    if params.dp is not None and dp is None:
+        raise DPSecretError(f"round {round_id} of a DP job needs its noise (RoundDP) to be computed")
+    comp = RoundComputation(round_id, info.base_model_hash, submitted, valid, rejected, base=base, dp=dp)
     return aggregate_updates(comp, spec, strategy, strategy_params, timings)
 
 
@@ -335,7 +403,10 @@ def aggregate_updates(comp: RoundComputation, spec: ModelSpec, strategy: str,
         return comp
     strategy, params = effective_strategy(strategy, strategy_params, len(comp.valid))
     with timings.measure("aggregation"):
-        result = aggregate(strategy, comp.valid, **params)
+        if comp.dp is not None:
+            result = _central_dp(comp)
+        else:
+            result = aggregate(strategy, comp.valid, **params)
     # Keys are lower-case addresses: give the chain checksummed ones (no second event query).
     comp.result = AggregateResult(
         weights=result.weights,
@@ -345,3 +416,14 @@ def aggregate_updates(comp: RoundComputation, spec: ModelSpec, strategy: str,
     with timings.measure("encode_seal_store"):
         comp.model_blob = codec.encode(comp.result.weights, tensor_names(spec))
     return comp
+
+
+def _central_dp(comp: RoundComputation) -> AggregateResult:
+    """Server-side fixed clipping and Gaussian noise over the valid updates, in the fixed client order."""
+    assert comp.dp is not None and comp.base is not None
+    ordered = sorted(comp.valid, key=lambda u: u.key)
+    dp = comp.dp.params
+    res = central_dp_mean(comp.base, [u.weights for u in ordered], [u.num_samples for u in ordered],
+                          dp.clip, dp.noise, comp.dp.seed)
+    comp.dp_result = res
+    return AggregateResult(weights=res.weights, included=[u.key for u in ordered], excluded=[])

@@ -48,6 +48,12 @@ def default_params(**overrides) -> dict:
         permissioned=False,
         attestationPeriod=ATTESTATION,
         aggregatorBond=BOND,
+        dpClip=0,
+        dpNoise=0,
+        dpDelta=0,
+        dpBudget=0,
+        dpMaxRounds=0,
+        dpSeedCommitment=bytes(32),
     )
     params.update(overrides)
     return params
