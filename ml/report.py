@@ -34,13 +34,22 @@ class RoundRow:
     disputes: int = 0
     note: str = ""  # why a round failed (disputed proposal, below the quorum), a rogue party's act
     view_calls: int = 0  # eth_call made during the round by every party of the run (FLContract._view)
+    epsilon: float | None = None  # a DP job's cumulative epsilon after this round (None: no DP)
+    noise_std: float = float("nan")  # DP noise per coordinate on the mean, z*C/n
+    clipped: int = 0  # accepted updates scaled down to the clipping norm
+
+
+def _eps(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def round_table(rows: list[RoundRow], title: str = "Rounds") -> Table:
     t = Table(title=title, title_justify="left")
+    dp = any(r.epsilon is not None for r in rows)
     for col, just in (("round", "right"), ("status", "left"), ("chosen", "right"), ("submitted", "right"),
                       ("accepted", "right"),
                       ("excluded", "right"), ("rejected", "right"), ("accuracy", "right"), ("loss", "right"),
+                      *((("epsilon", "right"),) if dp else ()),
                       ("committee", "left"), ("gas", "right"), ("seconds", "right")):
         t.add_column(col, justify=just)
     for r in rows:
@@ -48,6 +57,7 @@ def round_table(rows: list[RoundRow], title: str = "Rounds") -> Table:
             str(r.round_id), r.status, str(r.clients), str(r.submitted), str(r.accepted), str(r.excluded), str(r.rejected),
             "-" if r.accuracy != r.accuracy else f"{r.accuracy:.4f}",
             "-" if r.loss != r.loss else f"{r.loss:.4f}",
+            *((_eps(r.epsilon),) if dp else ()),
             r.committee or "-", f"{r.gas:,}", f"{r.seconds:.2f}",
         )
     return t
@@ -57,11 +67,14 @@ def write_rounds_csv(path: Path, rows: list[RoundRow]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["round", "status", "chosen", "submitted", "accepted", "excluded", "rejected", "accuracy", "loss", "gas",
-                    "seconds", "model_hash", "committee", "attestations", "disputes"])
+                    "seconds", "model_hash", "committee", "attestations", "disputes", "view_calls", "epsilon",
+                    "noise_std", "clipped"])
         for r in rows:
             w.writerow([r.round_id, r.status, r.clients, r.submitted, r.accepted, r.excluded, r.rejected,
                         f"{r.accuracy:.6f}", f"{r.loss:.6f}", r.gas, f"{r.seconds:.3f}", r.model_hash,
-                        r.committee, r.attestations, r.disputes])
+                        r.committee, r.attestations, r.disputes, r.view_calls,
+                        "" if r.epsilon is None else f"{r.epsilon:.6g}",
+                        "" if r.noise_std != r.noise_std else f"{r.noise_std:.6g}", r.clipped])
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -95,6 +108,26 @@ def plot_accuracy(path: Path, rows: list[RoundRow], baseline: float | None, titl
         ax.axhline(baseline, color="tab:red", linestyle="--", label=f"centralized baseline ({baseline:.3f})")
     ax.set_xlabel("round")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0.0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_accuracy_epsilon(path: Path, rows: list[RoundRow], baseline: float | None, title: str) -> None:
+    """Test accuracy of each finalized DP round against the cumulative epsilon spent by then."""
+    from matplotlib.figure import Figure
+
+    done = [r for r in rows if r.status == "finalized" and r.epsilon is not None]
+    fig = Figure(figsize=(6.4, 4.0), dpi=120)
+    ax = fig.subplots()
+    ax.plot([r.epsilon for r in done], [r.accuracy for r in done], marker="o", label="federated, central DP")
+    if baseline is not None:
+        ax.axhline(baseline, color="tab:red", linestyle="--", label=f"centralized, no DP ({baseline:.3f})")
+    ax.set_xlabel("cumulative epsilon")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0.0, 1.02)
     ax.grid(alpha=0.3)

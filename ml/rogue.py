@@ -17,10 +17,12 @@ from .aggregation import AggregateResult
 from .models import ModelSpec
 from .rounds import Rejection, RoundComputation, aggregate_updates
 
-ROGUE_AGGREGATOR_MODES = ("slash_honest", "wrong_model", "exclude_honest")
+ROGUE_AGGREGATOR_MODES = ("slash_honest", "wrong_model", "exclude_honest", "grind_noise")
 """slash_honest: reject (and slash) an honest client with a made-up NaN claim and a forged key;
 wrong_model: propose a model the updates do not give (steering it); exclude_honest: leave an
-honest client out of a FedAvg round (it is neither paid nor counted)."""
+honest client out of a FedAvg round (it is neither paid nor counted); grind_noise (a DP job):
+draw the noise from a seed of its choosing rather than the committed one (steering the model
+through the noise, e.g. the best of many draws)."""
 ROGUE_VERIFIER_MODES = ("dispute_all", "attest_all")
 """dispute_all: disputes every proposal (a verifier trying to block honest rounds);
 attest_all: attests whatever is proposed without checking (a verifier colluding with the aggregator)."""
@@ -81,6 +83,14 @@ def rogue_computation(mode: str, comp: RoundComputation, spec: ModelSpec, strate
     rogue = copy.copy(comp)
     rogue.valid = list(comp.valid)
     rogue.rejected = list(comp.rejected)
+    if mode == "grind_noise":
+        if comp.dp is None or comp.dp.seed is None:
+            return comp, "grind_noise: the job has no DP noise to grind; proposing the honest outcome"
+        from dataclasses import replace
+
+        rogue.dp = replace(comp.dp, seed=keccak(b"rogue aggregator: a noise seed it picked" + comp.dp.seed))
+        aggregate_updates(rogue, spec, strategy, strategy_params)
+        return rogue, "grind_noise: draws the DP noise from a seed it picked, not the committed one"
     if mode == "wrong_model":
         weights = [(w + np.float32(STEER)).astype(np.float32) for w in comp.result.weights]
         rogue.result = AggregateResult(weights=weights, included=list(comp.result.included),

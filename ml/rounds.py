@@ -82,7 +82,7 @@ def open_round_dp(params: JobParams, sealed: bytes | None, private_key: bytes, *
     if not dp.private:
         return RoundDP(dp, None, None)
     if not sealed:
-        raise DPSecretError("the evidence carries no sealed noise secret: the noise cannot be re-derived")
+        raise DPSecretError("the sealed noise secret is missing from the evidence: the noise cannot be re-derived")
     try:
         secret = open_sealed(sealed, private_key, dp_seal_context(chain_id, contract, round_id))
     except SealError as exc:
@@ -158,6 +158,9 @@ class RoundOutcome:
     disputes: int = 0
     rogue: str = ""  # what a simulated rogue aggregator did to this round's proposal
     honest_accepted: list[str] = field(default_factory=list)  # accepted by the honest computation
+    epsilon: float | None = None  # a DP job's cumulative epsilon after this round (None: no DP)
+    noise_std: float = float("nan")  # the noise's per-coordinate standard deviation, z*C/n
+    clipped: int = 0  # accepted updates whose change was scaled down to C
 
 
 # How long the aggregator may spend fetching a round's update blobs (M-3). Once the

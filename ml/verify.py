@@ -264,10 +264,15 @@ def verify_round(
     # -- every rejection, from its public evidence
     _check_evidence(rep, fl, store, spec, round_id, info, params, proposed, chain_id, subs, applied=True)
 
+    # -- the privacy promise (public: the budget's round count is re-derived with dp-accounting)
+    if params.dp is not None:
+        _check_privacy(rep, params, round_id)
+
     # -- re-computation from the sealed updates (needs a key they were sealed to)
     if private_key is None:
         rep.add("re-computation", None, "needs a sealing key the updates were sealed to (--key-file): the "
-                                        "aggregator's or a verifier's")
+                                        "aggregator's or a verifier's"
+                + ("; the DP noise seed is sealed to the same keys" if params.dp is not None else ""))
         return rep
     from .rounds import compute_round
     from .sealing import public_key_of
@@ -283,8 +288,9 @@ def verify_round(
             store.get(info.base_model_hash, fl.model_locator(prev))
         else:
             store.get(info.base_model_hash, initial_locator)
+        dp = _round_dp(store, params, proposed, private_key, chain_id, fl.address, round_id)
         comp = compute_round(fl, store, private_key, spec, round_id, chain_id=chain_id,
-                             strategy=strategy, strategy_params=strategy_params)
+                             strategy=strategy, strategy_params=strategy_params, dp=dp)
     except Exception as exc:  # noqa: BLE001 - report any failure as a failed check
         rep.add("re-computation", False, f"could not re-compute: {type(exc).__name__}: {exc}")
         return rep
@@ -306,9 +312,51 @@ def verify_round(
     rep.add("re-computation", not problems, "; ".join(problems) or (
             f"{len(comp.valid)} opened update(s) valid, below the quorum {params.quorum}: the round fails{reasons}"
             if failed else
-            f"{strategy} over the {len(comp.valid)} opened update(s) gives {_hex(comp.model_hash)}, bit for bit "
+            f"{'central DP (clip, mean, seeded noise)' if params.dp is not None else strategy} over the "
+            f"{len(comp.valid)} opened update(s) gives {_hex(comp.model_hash)}, bit for bit "
             f"the on-chain model hash{reasons}"))
     return rep
+
+
+# --------------------------------------------------------------------------- differential privacy
+
+
+def _check_privacy(rep: VerifyReport, params: Any, round_id: int) -> None:
+    """A DP job's published promise: the rounds the budget allows (re-derived) and the epsilon spent by now."""
+    from .dp import max_rounds
+
+    dp = params.dp
+    acc = dp.accountant(round_id)
+    spent = f"epsilon {acc.spent:.4g} at delta {dp.delta:.3g} after round {round_id} (C = {dp.clip:g}, z = {dp.noise:g})"
+    if dp.budget is None:
+        rep.add("privacy budget", True, f"no budget; {spent}")
+        return
+    allowed = max_rounds(dp.noise, dp.delta, dp.budget)
+    problems = []
+    if allowed != params.dpMaxRounds:
+        problems.append(f"the budget {dp.budget:g} allows {allowed} round(s), the contract records dpMaxRounds "
+                        f"{params.dpMaxRounds}")
+    if round_id > params.dpMaxRounds:
+        problems.append(f"round {round_id} is past dpMaxRounds {params.dpMaxRounds}")
+    rep.add("privacy budget", not problems, "; ".join(problems) or
+            f"{spent}, within the budget {dp.budget:g} ({params.dpMaxRounds} round(s), re-derived)")
+
+
+def _round_dp(store: BlobStore, params: Any, proposed: Any, private_key: bytes, chain_id: int, contract: str,
+              round_id: int) -> Any:
+    """A DP round's noise from the secret sealed in its evidence (None without DP); DPSecretError if it fails."""
+    if params.dp is None:
+        return None
+    from .rounds import DPSecretError, open_round_dp
+
+    sealed = None
+    if params.dp.private:
+        ev, why = _evidence(store, proposed) if proposed is not None and proposed.evidence_hash != ZERO32 else (
+            None, "the proposal records no evidence blob")
+        if ev is None:
+            raise DPSecretError(f"the evidence blob with the sealed noise secret: {why}")
+        sealed = ev.dp_secret
+    return open_round_dp(params, sealed, private_key, chain_id=chain_id, contract=contract, round_id=round_id)
 
 
 # --------------------------------------------------------------------------- committee and evidence
@@ -356,6 +404,15 @@ def _check_evidence(rep: VerifyReport, fl: FLContract, store: BlobStore, spec: M
     from .sealing import SealContext
 
     name = "rejection evidence"
+    dp_sealed = params.dp is not None and params.dp.private
+    if proposed is not None and not proposed.rejected and dp_sealed:
+        ev, why = _evidence(store, proposed) if proposed.evidence_hash != ZERO32 else (None, "no evidence hash")
+        problem = (f"the evidence blob {_hex(proposed.evidence_hash)}: {why}" if ev is None else
+                   f"the evidence blob is for round {ev.round_id}" if ev.round_id != round_id else
+                   "the evidence carries no sealed noise secret" if ev.dp_secret is None else "")
+        rep.add(name, not problem, problem or "no rejection to check; the evidence carries the round's noise secret, "
+                                              "sealed to the aggregator and the committee")
+        return []
     if proposed is None or not proposed.rejected:
         rep.add(name, None if proposed is None else proposed.evidence_hash == ZERO32,
                 "no rejection to check" if proposed is None or proposed.evidence_hash == ZERO32

@@ -37,7 +37,7 @@ def _rounds(text: str) -> tuple[int, ...] | None:
 @click.option("--poll", type=float, default=5.0, show_default=True,
               help="Longest pause between two looks at the chain (polling backs off from 0.5 s to this)")
 @click.option("--rogue-aggregator", type=click.Choice(ROGUE_AGGREGATOR_MODES), default=None,
-              help="Demo: behave maliciously (slash_honest, wrong_model, exclude_honest) to see the committee "
+              help="Demo: behave maliciously (slash_honest, wrong_model, exclude_honest, grind_noise) to see the committee "
                    "dispute the proposal and the bond forfeited; needs a job with verifiers")
 @click.option("--rogue-rounds", default="all", show_default=True,
               help="With --rogue-aggregator: the rounds to cheat in, as a list (1,3) or 'all'")

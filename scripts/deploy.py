@@ -33,6 +33,13 @@ from ml.parties import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, DEFAULT_STORE, STR
 @click.option("--reward", help="Reward of a finalized round, in ETH [0.01]")
 @click.option("--fund", help="ETH to put in the reward pool now [0]")
 @click.option("--norm-bound", type=float, help="Published L2 bound of an update's change, 0 = none [0]")
+@click.option("--dp-clip", type=float, help="Differential privacy (central): clip each accepted update's change to "
+                                         "this L2 norm C and average them uniformly; 0 = no DP [0]")
+@click.option("--dp-noise", type=float, help="DP noise multiplier z: Gaussian noise of std z*C/n on the mean of n "
+                                          "updates, from a seed sealed to the committee [0]")
+@click.option("--dp-delta", type=float, help="DP target delta [1/N for the dataset's N training samples]")
+@click.option("--dp-budget", type=float, help="Epsilon budget: the contract starts no round that would exceed it "
+                                           "(dp-accounting, RDP); 0 = none [0]")
 @click.option("--dataset", help="Dataset the model is sized for: digits, mnist, or a .npz/.csv file [digits]")
 @click.option("--data-path", help="Path of mnist.npz or of a .npz/.csv dataset")
 @click.option("--arch", type=click.Choice(["mlp", "cnn"]), help="Model architecture [mlp]")
@@ -93,6 +100,7 @@ def cli(account, config_file, aggregator_address, aggregator_key_file, store, de
         ("reward / slash", f"{fmt_eth(p['rewardPerRound'])} per round (pool funded with {fmt_eth(cfg.fund)}) / "
                            f"{p['slashBps']} bps"),
         ("norm bound", f"{p['normBound'] / 1e6:g}" if p["normBound"] else "none"),
+        ("privacy", _privacy_row(p)),
         ("strategy", f"{dep.extra['strategy']} {dep.extra['strategy_params'] or ''}".strip()),
         ("committee", (f"{len(dep.extra['committee']['verifiers'])} verifier(s), threshold "
                        f"{dep.extra['committee']['threshold']}, attestation period {p['attestationPeriod']} s, "
@@ -119,6 +127,15 @@ def cli(account, config_file, aggregator_address, aggregator_key_file, store, de
                          f"--deployments {deployments}\n" for v in dep.extra["committee"]["verifiers"])
                + f"  ape run verify_round 1 --network {net} --deployments {deployments}"
                + (f"\n{hint}" if hint else ""))
+
+
+def _privacy_row(p: dict) -> str:
+    if not p.get("dpClip"):
+        return "no differential privacy (add --dp-clip C --dp-noise Z)"
+    budget = (f", epsilon budget {p['dpBudget'] / 1e6:g}: at most {p['dpMaxRounds']} round(s)" if p["dpBudget"]
+              else ", no epsilon budget")
+    return (f"central DP: clip {p['dpClip'] / 1e6:g}, noise multiplier {p['dpNoise'] / 1e6:g}, delta "
+            f"{p['dpDelta'] / 1e18:.3g}{budget}; noise seed committed as {p['dpSeedCommitment'][:12]}…")
 
 
 def _network_for_others(recorded: str) -> tuple[str, str]:

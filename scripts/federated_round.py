@@ -64,6 +64,17 @@ def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | st
                    "inflate (claims 100x its samples: refused with --permissioned)")
 @click.option("--norm-bound", type=float, default=0.0, show_default=True,
               help="Published L2 bound on an update's change; updates above it are rejected and slashed (0 = none)")
+@click.option("--dp-clip", type=float, default=0.0, show_default=True,
+              help="Differential privacy (central, DP-FedAvg): clip each accepted update's change to this L2 norm "
+                   "C and average uniformly (needs --strategy fedavg); 0 = no DP")
+@click.option("--dp-noise", type=float, default=0.0, show_default=True,
+              help="DP noise multiplier z: Gaussian noise of std z*C/n on the mean of n updates, from a seed sealed "
+                   "to the committee (who re-compute it); epsilon is reported per round")
+@click.option("--dp-delta", type=float, default=0.0, show_default=True,
+              help="DP target delta; 0 = 1/N for the N training samples")
+@click.option("--dp-budget", type=float, default=0.0, show_default=True,
+              help="Epsilon budget: the run stops (and the contract refuses) the round that would exceed it; "
+                   "0 = none")
 @click.option("--stake", "stake_eth", type=float, default=1.0, show_default=True, help="Stake per client (ETH)")
 @click.option("--reward", "reward_eth", type=float, default=0.1, show_default=True, help="Reward per round (ETH)")
 @click.option("--slash-bps", type=int, default=5000, show_default=True,
@@ -88,8 +99,9 @@ def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | st
               help="Seconds the committee has to decide on a proposal before anyone may expire it")
 @click.option("--rogue-aggregator", type=click.Choice(ROGUE_AGGREGATOR_MODES), default=None,
               help="Simulate a malicious aggregator: slash_honest (rejects an honest client with a forged NaN "
-                   "claim), wrong_model (proposes a steered model), exclude_honest (leaves an honest client out). "
-                   "The committee disputes, the round fails, the bond is forfeited, nobody honest is slashed")
+                   "claim), wrong_model (proposes a steered model), exclude_honest (leaves an honest client out), "
+                   "grind_noise (a DP job: noise from a seed it picked, not the committed one). The committee "
+                   "disputes, the round fails, the bond is forfeited, nobody honest is slashed")
 @click.option("--rogue-rounds", default="1", show_default=True,
               help="Rounds the rogue aggregator cheats in: a list (1,3) or 'all'")
 @click.option("--rogue-verifier", type=click.Choice(ROGUE_VERIFIER_MODES), default=None,

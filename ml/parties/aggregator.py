@@ -8,11 +8,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..chain import ChainError, FLContract, Phase, RoundInfo, head_block, is_dev_chain
+from ..chain import ChainError, FLContract, JobParams, Phase, RoundInfo, head_block, is_dev_chain
 from ..logs import Cursor
 from ..models import ModelSpec
 from ..rogue import check_rogue_aggregator, rogue_computation
-from ..rounds import RoundOutcome, compute_round, evidence_of, outcome_of
+from ..rounds import RoundOutcome, compute_round, evidence_of, outcome_of, round_dp, round_recipients
 from ..store import BlobStore
 from ..timing import Timings
 from ..training import evaluate
@@ -99,6 +99,9 @@ class Aggregator:
             self.pool_at_open = view.reward_pool
             if view.current_round and view.round.phase == Phase.OPEN:
                 return view.current_round
+            reached = budget_reached(self.fl.params(), view.current_round)
+            if reached:
+                raise BudgetReached(reached)
             return self.fl.start_round(self.account)
 
     def propose(self, round_id: int, info: RoundInfo | None = None) -> RoundOutcome:
@@ -113,10 +116,14 @@ class Aggregator:
         `info`: the round's record, if the caller read it once the submissions were in.
         """
         gas0 = self.fl.meter.total
+        with self.timings.measure("chain"):
+            params = self.fl.params()
+            dp = round_dp(params, self.private_key, round_recipients(self.fl), chain_id=self.chain_id,
+                          contract=self.fl.address, round_id=round_id) if params.dp is not None else None
         comp = compute_round(
             self.fl, self.store, self.private_key, self.spec, round_id,
             chain_id=self.chain_id, strategy=self.strategy, strategy_params=self.strategy_params,
-            timings=self.timings, info=info,
+            timings=self.timings, info=info, dp=dp,
         )
         with self.timings.measure("chain"):
             params = self.fl.params()
@@ -155,7 +162,7 @@ class Aggregator:
             round_id, status, None if below else comp.model_hash, comp.accepted, comp.excluded, comp.rejected,
             loss=loss, accuracy=accuracy, gas=self.fl.meter.total - gas0,
             reward=info.reward if status == "finalized" else 0, note=note, samples=samples,
-            rogue=rogue_note, honest_accepted=honest_accepted,
+            rogue=rogue_note, honest_accepted=honest_accepted, **dp_columns(params, round_id, comp),
         )
 
     def settle(self, outcome: RoundOutcome) -> RoundOutcome:
@@ -179,6 +186,34 @@ class Aggregator:
         else:
             outcome.status = info.phase.name.lower()
         return outcome
+
+
+# --------------------------------------------------------------------------- differential privacy
+
+
+class BudgetReached(PartyError):
+    """The job's epsilon budget allows no further round (the contract would refuse it too)."""
+
+
+def budget_reached(params: JobParams, started: int) -> str | None:
+    """Why no further round may start in a DP job with a budget, in one line (None: it may)."""
+    dp = params.dp
+    if dp is None or not params.dpMaxRounds or started < params.dpMaxRounds:
+        return None
+    acc = dp.accountant(started)
+    return (f"privacy budget reached: {started} round(s) spent epsilon {acc.spent:.4g} of the budget "
+            f"{dp.budget:g} at delta {dp.delta:.3g} (z = {dp.noise:g}); round {started + 1} would take it to "
+            f"{acc.next_spent:.4g}, so no further round starts (the contract refuses it: PrivacyBudgetSpent)")
+
+
+def dp_columns(params: JobParams, round_id: int, comp: Any) -> dict[str, Any]:
+    """A DP round's figures for its report row: cumulative epsilon (every started round counts), noise, clips."""
+    dp = params.dp
+    if dp is None:
+        return {}
+    res = getattr(comp, "dp_result", None)
+    return dict(epsilon=dp.accountant(round_id).spent, noise_std=res.noise_std if res is not None else float("nan"),
+                clipped=sum(res.clipped) if res is not None else 0)
 
 
 # --------------------------------------------------------------------------- waiting
@@ -372,7 +407,10 @@ class AggregatorParty:
         def step() -> str | None:
             if self._done():
                 return f"round {self.opts.rounds} is closed"
-            self._one_round()
+            try:
+                self._one_round()
+            except BudgetReached as exc:  # the job's promise is kept: a normal end, not an error
+                return str(exc)
             return None
 
         return run_until_done(step, self.stop, self.log, self.job.fl)

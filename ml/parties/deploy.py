@@ -58,6 +58,10 @@ class DeployConfig:
     slash_bps: int = 5000
     reward: int = WEI // 100  # per round
     norm_bound: float = 0.0  # 0 = none published
+    dp_clip: float = 0.0  # central DP: clipping norm C of each accepted update's change; 0 = no DP
+    dp_noise: float = 0.0  # noise multiplier z
+    dp_delta: float = 0.0  # target delta; 0 = 1/N for the dataset's N training samples
+    dp_budget: float = 0.0  # epsilon budget (no round starts past it); 0 = none
     dataset: str = "digits"
     data_path: str | None = None
     arch: str = "mlp"
@@ -128,6 +132,16 @@ class DeployConfig:
             raise PartyError("min_stake must be above 0")
         if self.norm_bound < 0:
             raise PartyError("norm_bound must be >= 0 (0 = none)")
+        if min(self.dp_clip, self.dp_noise, self.dp_delta, self.dp_budget) < 0:
+            raise PartyError("dp_clip, dp_noise, dp_delta and dp_budget must be >= 0")
+        if not self.dp_clip and (self.dp_noise or self.dp_delta or self.dp_budget):
+            raise PartyError("dp_noise, dp_delta and dp_budget need dp_clip C (the norm each update's change is "
+                             "clipped to)")
+        if self.dp_clip and self.strategy != "fedavg":
+            raise PartyError(f"differential privacy clips and averages every accepted update (DP-FedAvg); strategy "
+                             f"{self.strategy} is not a mean: use --strategy fedavg")
+        if self.dp_delta >= 1:
+            raise PartyError("dp_delta must be below 1 (0 = 1/N for the dataset's N training samples)")
         if self.arch not in ARCHS:
             raise PartyError(f"arch must be one of {', '.join(ARCHS)}")
         if self.strategy not in STRATEGIES:
@@ -138,7 +152,22 @@ class DeployConfig:
             raise PartyError("aggregator_bond must be >= 0")
         self.committee()
 
-    def job_params(self, spec: ModelSpec, initial_hash: bytes, aggregator_key: bytes) -> JobParams:
+    def dp_fields(self, num_samples: int, aggregator_private: bytes) -> dict[str, Any]:
+        """The DP promise as the contract stores it (empty without dp_clip); a budget that cannot cover a
+        round, or values that do not fit, are a PartyError."""
+        if not self.dp_clip:
+            return {}
+        from ..dp import DPError, chain_dp, default_delta, noise_secret, secret_commitment
+
+        try:
+            delta = self.dp_delta or default_delta(num_samples)
+            return chain_dp(self.dp_clip, self.dp_noise, delta, self.dp_budget or None,
+                            secret_commitment(noise_secret(aggregator_private))).fields()
+        except DPError as exc:
+            raise PartyError(str(exc)) from None
+
+    def job_params(self, spec: ModelSpec, initial_hash: bytes, aggregator_key: bytes,
+                   dp: dict[str, Any] | None = None) -> JobParams:
         return JobParams(
             minStake=self.min_stake, unbondingPeriod=self.unbonding, submissionPeriod=self.submission_period,
             gracePeriod=self.grace, quorum=self.quorum, maxUpdatesPerRound=self.cap,
@@ -148,6 +177,7 @@ class DeployConfig:
             treasury=to_checksum_address(self.treasury), permissioned=self.permissioned,
             attestationPeriod=self.attestation_period,
             aggregatorBond=self.aggregator_bond if self.verifiers else 0,
+            **(dp or {}),
         )
 
 
@@ -219,7 +249,7 @@ def make_deploy_config(*sources: dict[str, Any]) -> DeployConfig:
                     value = parse_duration(value, key)
                 elif key in _INT_FIELDS:
                     value = int(value)
-                elif key == "norm_bound":
+                elif key in ("norm_bound", "dp_clip", "dp_noise", "dp_delta", "dp_budget"):
                     value = float(value)
                 elif key == "permissioned":
                     value = _parse_bool(value, key)
@@ -393,7 +423,7 @@ def deploy_job(account: Any, cfg: DeployConfig, *, aggregator: str | None = None
     if aggregator is not None and not is_address(aggregator):
         raise PartyError(f"--aggregator must be an address (0x followed by 40 hex digits), got {aggregator!r}")
     aggregator = to_checksum_address(aggregator or str(account.address))
-    params = cfg.job_params(spec, initial_hash, public)
+    params = cfg.job_params(spec, initial_hash, public, cfg.dp_fields(len(ds.y_train), private))
     gas = DEPLOY_GAS + DEPLOY_GAS_PER_VERIFIER * len(cfg.verifiers) + (FUND_GAS if cfg.fund else 0)
     ensure_funds(account, cfg.fund, "deploying and funding the rewards", gas=gas)
     log(f"deploying from {account.address}: {spec.arch} for {cfg.dataset} ({num_params(spec):,} parameters), "

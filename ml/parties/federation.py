@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import aggregation, codec, report
-from .aggregator import Aggregator, pool_warning
+from .aggregator import Aggregator, BudgetReached, pool_warning
 from ..rounds import RoundOutcome
 from ..attacks import check_attack
 from eth_utils import to_checksum_address
@@ -86,6 +86,10 @@ class FederationConfig:
     attackers: int = 0
     attack: str = "signflip"
     norm_bound: float = 0.0  # 0 = none published
+    dp_clip: float = 0.0  # central DP: clipping norm C of each update's change; 0 = no DP
+    dp_noise: float = 0.0  # noise multiplier z (noise std z*C/n on the mean of n updates)
+    dp_delta: float = 0.0  # target delta; 0 = 1/N for the job's N training samples
+    dp_budget: float = 0.0  # epsilon budget: no round starts past it; 0 = none
     stake_eth: float = 1.0
     reward_eth: float = 0.1
     slash_bps: int = 5000
@@ -147,10 +151,28 @@ class FederationConfig:
             check_rogue_verifier(self.rogue_verifier)
             if not self.verifiers:
                 raise FederationError("--rogue-verifier needs a committee (--verifiers >= 1)")
+        self._check_dp()
         from eth_utils import is_address
 
         if not is_address(self.treasury):
             raise FederationError(f"--treasury must be an address (0x followed by 40 hex digits), got {self.treasury!r}")
+
+    def _check_dp(self) -> None:
+        if self.dp_clip < 0 or self.dp_noise < 0 or self.dp_delta < 0 or self.dp_budget < 0:
+            raise FederationError("--dp-clip, --dp-noise, --dp-delta and --dp-budget must be >= 0")
+        if not self.dp_clip:
+            if self.dp_noise or self.dp_delta or self.dp_budget:
+                raise FederationError("--dp-noise, --dp-delta and --dp-budget need --dp-clip C (the clipping norm "
+                                      "each update's change is scaled down to)")
+            return
+        if self.strategy != "fedavg":
+            raise FederationError(f"differential privacy clips and averages every accepted update (DP-FedAvg); "
+                                  f"--strategy {self.strategy} is not a mean. Use --strategy fedavg (with --mu for "
+                                  "FedProx)")
+        if self.dp_delta >= 1:
+            raise FederationError("--dp-delta must be below 1 (0 = 1/N for the job's N training samples)")
+        if self.dp_budget and not self.dp_noise:
+            raise FederationError("--dp-budget needs --dp-noise above 0: without noise epsilon is infinite")
 
     @property
     def training_workers(self) -> int:
@@ -228,6 +250,8 @@ class Federation:
         self.workers_used = 1  # training processes in the end (--workers auto may start them mid-run)
         self._auto_decided = False
         self.meter = GasMeter()
+        self.stopped = ""  # why the run ended before --rounds (the privacy budget)
+        self.num_samples = 0
         self.store = open_store(cfg.store or str(self.out / "store"))
 
     def log(self, *args: Any) -> None:
@@ -274,6 +298,9 @@ class Federation:
                 if (p.permissioned, p.treasury.lower()) != (cfg.permissioned, cfg.treasury.lower()):
                     raise FederationError(f"the job in {dep_file} was deployed with permissioned={p.permissioned}, "
                                           f"treasury {p.treasury}; use --fresh to deploy one with these options")
+                if (p.dpClip, p.dpNoise) != (round(cfg.dp_clip * 1e6), round(cfg.dp_noise * 1e6)):
+                    raise FederationError(f"the job in {dep_file} was deployed with DP clip {p.dpClip / 1e6:g}, "
+                                          f"noise {p.dpNoise / 1e6:g}; use --fresh to deploy one with these options")
                 keys = self._committee_keys(verifiers or [], fresh=False)
                 c = fl.committee()
                 if (list(c.verifiers), list(c.keys), c.threshold) != (
@@ -296,6 +323,7 @@ class Federation:
         save_private_key(key_file, keypair.private)
         init = initial_weights(spec, cfg.seed)
         init_hash = self.store.put(codec.encode(init, tensor_names(spec)))
+        dp_fields = self._dp_fields(keypair.private)
         params = JobParams(
             minStake=_eth(cfg.stake_eth),
             unbondingPeriod=3600,
@@ -314,6 +342,7 @@ class Federation:
             permissioned=cfg.permissioned,
             attestationPeriod=cfg.attestation_period,
             aggregatorBond=_eth(cfg.bond_eth) if verifiers else 0,
+            **dp_fields,
         )
         with self.timings.measure("chain"):
             fl = FLContract.deploy(admin, params, admin.address, aggregator.address, meter=self.meter,
@@ -324,6 +353,20 @@ class Federation:
         ))
         self.log(f"Deployed FederatedLearning at [bold]{fl.address}[/] (chain {chain.chain_id}, block {fl.deploy_block})")
         return fl, keypair.private, keys
+
+    def _dp_fields(self, aggregator_private: bytes) -> dict[str, Any]:
+        """The job's DP promise as the contract stores it (empty without --dp-clip)."""
+        cfg = self.cfg
+        if not cfg.dp_clip:
+            return {}
+        from ..dp import DPError, chain_dp, default_delta, noise_secret, secret_commitment
+
+        try:
+            delta = cfg.dp_delta or default_delta(self.num_samples)
+            return chain_dp(cfg.dp_clip, cfg.dp_noise, delta, cfg.dp_budget or None,
+                            secret_commitment(noise_secret(aggregator_private))).fields()
+        except DPError as exc:
+            raise FederationError(str(exc)) from None
 
     # --------------------------------------------------------------- run
     def run(self) -> FederationResult:
@@ -341,6 +384,7 @@ class Federation:
             )
         t_start = time.perf_counter()
         ds, parts = self._data()
+        self.num_samples = len(ds.y_train)
         summary = summarize(ds.y_train, parts, ds.num_classes)
         self.log(summary.to_rich_table(title=f"{cfg.dataset}: {cfg.partition} partition over {cfg.clients} clients"))
         spec = spec_for_dataset(ds, cfg.arch)
@@ -349,6 +393,12 @@ class Federation:
         admin, agg_account, client_accounts, verifier_accounts = _accounts(cfg.clients, cfg.verifiers)
         fl, private, verifier_keys = self._deploy_or_reuse(spec, admin, agg_account, verifier_accounts)
         committee = fl.committee()
+        dp = fl.params().dp
+        if dp is not None:
+            self.log(f"Differential privacy: clip C = {dp.clip:g}, noise multiplier z = {dp.noise:g}, delta "
+                     f"{dp.delta:.3g}" + (f", epsilon budget {dp.budget:g} ({fl.params().dpMaxRounds} round(s))"
+                                          if dp.budget else ", no budget")
+                     + "; the noise seed is sealed to the committee (the public cannot remove the noise)")
         self.log("Committee: " + (f"{len(committee.verifiers)} verifier(s), threshold {committee.threshold}: every "
                                   "proposal needs that many matching attestations"
                                   if not committee.trusted else
@@ -466,7 +516,12 @@ class Federation:
                 if r < current or (r == current and fl.round(r).phase != Phase.OPEN):
                     rows.append(self._row_from_chain(fl, r))
                     continue
-                rows.append(self._one_round(fl, aggregator, clients, pool, progress))
+                try:
+                    rows.append(self._one_round(fl, aggregator, clients, pool, progress))
+                except BudgetReached as exc:
+                    self.stopped = str(exc)
+                    self.log(f"[yellow]{exc}[/]")
+                    break
                 pool, pending = self._maybe_parallel(rows[-1], cfg.rounds - r, pool, pending, stack,
                                                      aggregator.spec, clients)
         self.log(report.round_table(rows))
@@ -555,6 +610,27 @@ class Federation:
                 self.log(f"[yellow]client {c.address} could not submit:[/] {exc}")
             advance()
 
+    def _dp_summary(self, fl: FLContract, rows: list[report.RoundRow]) -> list[str]:
+        dp = fl.params().dp
+        if dp is None:
+            return [f"stopped             {self.stopped}"] if self.stopped else []
+        return _dp_summary_lines(dp, fl.params().dpMaxRounds, rows, self.stopped)
+
+    def _dp_report(self, fl: FLContract, rows: list[report.RoundRow]) -> dict[str, Any] | None:
+        """report.json's privacy section: the job's promise and what the run spent."""
+        p = fl.params()
+        dp = p.dp
+        if dp is None:
+            return None
+        spent = next((r.epsilon for r in reversed(rows) if r.epsilon is not None), 0.0)
+        return dict(mechanism="central Gaussian (server-side fixed clipping), RDP accounting (dp-accounting)",
+                    clip=dp.clip, noise_multiplier=dp.noise, delta=dp.delta, budget=dp.budget,
+                    max_rounds=p.dpMaxRounds or None, sampling_rate=dp.sampling_rate, epsilon=spent,
+                    epsilon_per_round=dp.accountant().per_round if dp.private else float("inf"),
+                    noise_seed_commitment="0x" + p.dpSeedCommitment.hex(),
+                    trust="the aggregator and the committee hold the noise seed: the guarantee is against "
+                          "everyone else (readers of the published models)")
+
     def _committee_cell(self, fl: FLContract, attestations: int, disputes: int) -> str:
         c = fl.committee()
         if c.trusted:
@@ -573,6 +649,7 @@ class Federation:
             committee=self._committee_cell(fl, o.attestations, o.disputes) if fl is not None else "",
             attestations=o.attestations, disputes=o.disputes,
             note="; ".join(x for x in (f"rogue aggregator: {o.rogue}" if o.rogue else "", o.note) if x),
+            epsilon=o.epsilon, noise_std=o.noise_std, clipped=o.clipped,
         )
 
     def _row_from_chain(self, fl: FLContract, r: int) -> report.RoundRow:
@@ -591,11 +668,13 @@ class Federation:
         c = fl.committee()
         if c.disputed(info.phase, p):
             status = "disputed"
+        dp = fl.params().dp
         return report.RoundRow(r, status, info.submissions, info.accepted, info.excluded, info.rejected,
                                acc if acc is not None else float("nan"), loss if loss is not None else float("nan"),
                                0, 0.0, "0x" + info.model_hash.hex(), submitted=info.submissions,
                                committee=self._committee_cell(fl, p.attestations, p.disputes),
-                               attestations=p.attestations, disputes=p.disputes)
+                               attestations=p.attestations, disputes=p.disputes,
+                               epsilon=dp.accountant(r).spent if dp is not None else None)
 
     # ------------------------------------------------------------ output
     def _finish(self, fl: FLContract, spec: ModelSpec, clients: list[Client], attackers: set[int],
@@ -674,6 +753,7 @@ class Federation:
             + "; never to the reward pool",
             f"gas                 {self.meter.total:,} in all; per round "
             f"{int(np.mean([r.gas for r in rows if r.gas])) if any(r.gas for r in rows) else 0:,}",
+            *self._dp_summary(fl, rows),
             f"wall time           {wall:.1f} s",
             f"output              {self.out}/ (report.json, rounds.csv, accuracy.png, final_model.keras)",
         ]
@@ -690,17 +770,31 @@ class Federation:
             permissioned=fl.params().permissioned, committee=committee_data,
             trusted_aggregator=committee.trusted,
             gas_total=self.meter.total, gas_by_function=self.meter.gas, calls_by_function=self.meter.calls,
+            privacy=self._dp_report(fl, rows), stopped=self.stopped,
         )
         report.write_json(self.out / "report.json", data)
         report.write_rounds_csv(self.out / "rounds.csv", rows)
         report.plot_accuracy(self.out / "accuracy.png", rows, baseline,
                              f"{cfg.dataset}, {cfg.partition}, {cfg.clients} clients, {cfg.strategy}")
+        if fl.params().dp is not None:
+            report.plot_accuracy_epsilon(self.out / "accuracy_epsilon.png", rows, baseline,
+                                         f"{cfg.dataset}, {cfg.clients} clients, DP z = {fl.params().dp.noise:g}")
         return FederationResult(
             address=fl.address, chain_id=chain.chain_id, network=network_name(), rows=rows,
             final_model_hash=final_hash, final_accuracy=final_acc, baseline_accuracy=baseline,
             clients=client_rows, timings=phases, wall_seconds=wall, gas_by_function=dict(self.meter.gas),
             out=self.out, report=data,
         )
+
+
+def _dp_summary_lines(dp: Any, max_rounds: int, rows: list[report.RoundRow], stopped: str) -> list[str]:
+    spent = next((r.epsilon for r in reversed(rows) if r.epsilon is not None), 0.0)
+    budget = f" of the budget {dp.budget:g} ({max_rounds} round(s))" if dp.budget else " (no budget)"
+    lines = [f"privacy             epsilon {spent:.4g}{budget} at delta {dp.delta:.3g}; C = {dp.clip:g}, "
+             f"z = {dp.noise:g}; central DP: the aggregator and the committee know the noise"]
+    if stopped:
+        lines.append(f"stopped             {stopped}")
+    return lines
 
 
 def _pool_of(spec: ModelSpec, clients: list[Client], workers: int) -> TrainingPool:

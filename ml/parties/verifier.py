@@ -22,7 +22,16 @@ from ..chain import ZERO32, ChainError, FLContract, Outcome, Phase, head_block
 from ..evidence import Evidence, EvidenceFormatError, Verdict, check_rejection, reason_of
 from ..models import ModelSpec
 from ..rogue import check_rogue_verifier
-from ..rounds import RoundComputation, compute_round, outcome_of, round_recipients, validation_reason
+from ..rounds import (
+    DPSecretError,
+    RoundComputation,
+    RoundDP,
+    compute_round,
+    open_round_dp,
+    outcome_of,
+    round_recipients,
+    validation_reason,
+)
 from ..sealing import SealContext
 from ..store import BlobStore, BlobStoreError, FetchBudget
 from ..timing import Timings
@@ -94,16 +103,18 @@ def _reason(code: int) -> str:
 
 
 def check_evidence(proposed: Outcome, blob: bytes | None, comp: RoundComputation, spec: ModelSpec, *,
-                   chain_id: int, contract: str, recipients: list[bytes], norm_bound: float | None) -> list[str]:
+                   chain_id: int, contract: str, recipients: list[bytes], norm_bound: float | None,
+                   dp_sealed: bool = False) -> list[str]:
     """Problems with a proposal's evidence blob (empty when it checks out).
 
     Called once the verdicts agree. The blob must hash to the proposal's evidence hash, be
     canonical evidence of this round naming exactly the rejected clients with their reasons, and
     each disclosed key must survive :func:`ml.evidence.check_rejection` (a forged key or a
     valid update it opens is refuted). Reasons with nothing public to check were re-checked by
-    this verifier's own computation.
+    this verifier's own computation. ``dp_sealed``: the round's noise secret travels in the evidence
+    (a DP job with noise), so the blob must exist even when nobody is rejected.
     """
-    if not proposed.rejected:
+    if not proposed.rejected and not dp_sealed:
         return [] if proposed.evidence_hash == ZERO32 else ["evidence: a hash is proposed but nobody is rejected"]
     if blob is None:
         return [f"evidence: the blob {short(proposed.evidence_hash)} could not be fetched from "
@@ -116,6 +127,9 @@ def check_evidence(proposed: Outcome, blob: bytes | None, comp: RoundComputation
         return [f"evidence: {exc}"]
     if ev.round_id != comp.round_id:
         return [f"evidence: it is for round {ev.round_id}, not {comp.round_id}"]
+    if dp_sealed != (ev.dp_secret is not None):
+        return ["evidence: " + ("the DP round's sealed noise secret is missing" if dp_sealed else
+                                "it carries a noise secret although the job has no DP noise")]
     problems = []
     named = {r.client: r for r in ev.rejections}
     for client, code in zip(proposed.rejected, proposed.reasons):
@@ -161,7 +175,7 @@ class Verifier:
         return str(self.account.address)
 
     def _evidence_blob(self, proposed: Outcome) -> bytes | None:
-        if not proposed.rejected or proposed.evidence_hash == ZERO32:
+        if proposed.evidence_hash == ZERO32:
             return None
         try:
             return self.store.fetch(proposed.evidence_hash, proposed.evidence_locator or None, EVIDENCE_FETCH)
@@ -183,15 +197,24 @@ class Verifier:
         if self.rogue == "dispute_all":
             bogus = keccak(b"rogue verifier disputes everything" + round_id.to_bytes(32, "big"))
             return Decision(round_id, DISPUTE, proposed, bogus, ("rogue verifier: disputes every proposal",))
+        evidence = self._evidence_blob(proposed)
+        dp_sealed = params.dp is not None and params.dp.private
+        try:
+            dp = self._round_dp(params, evidence, round_id)
+        except DPSecretError as exc:
+            # Without the committed secret nobody can re-derive the noise: the model is unverifiable.
+            mine = Outcome(ZERO32, proposed.rejected, proposed.reasons, proposed.excluded, ZERO32)
+            return Decision(round_id, DISPUTE, mine, mine.digest(self.chain_id, fl.address, round_id),
+                            (f"dp: {exc}",))
         comp = compute_round(fl, self.store, self.private_key, self.spec, round_id, chain_id=self.chain_id,
                              strategy=self.strategy, strategy_params=self.strategy_params, timings=self.timings,
-                             info=view.round)
+                             info=view.round, dp=dp)
         mine = outcome_of(comp, params.quorum)
         problems = compare_outcomes(mine, proposed)
         if not problems:
-            problems = check_evidence(proposed, self._evidence_blob(proposed), comp, self.spec,
+            problems = check_evidence(proposed, evidence, comp, self.spec,
                                       chain_id=self.chain_id, contract=fl.address, recipients=round_recipients(fl),
-                                      norm_bound=params.norm_bound)
+                                      norm_bound=params.norm_bound, dp_sealed=dp_sealed)
         if not problems:
             agreed = Outcome(mine.model_hash, mine.rejected, mine.reasons, mine.excluded, proposed.evidence_hash)
             digest = agreed.digest(self.chain_id, fl.address, round_id)
@@ -199,6 +222,22 @@ class Verifier:
                 return Decision(round_id, ATTEST, agreed, digest)
             problems = ["digest: the same outcome hashes to another digest (another chain or contract?)"]
         return Decision(round_id, DISPUTE, mine, mine.digest(self.chain_id, fl.address, round_id), tuple(problems))
+
+    def _round_dp(self, params: Any, evidence: bytes | None, round_id: int) -> RoundDP | None:
+        """A DP round's noise, re-derived from the secret sealed in the proposal's evidence (None: no DP)."""
+        if params.dp is None:
+            return None
+        sealed = None
+        if evidence is None and params.dp.private:
+            raise DPSecretError("the proposal's evidence blob (where the sealed noise secret travels) could not be "
+                                "fetched: the noise cannot be re-derived")
+        if evidence is not None:
+            try:
+                sealed = Evidence.decode(evidence).dp_secret
+            except EvidenceFormatError as exc:
+                raise DPSecretError(f"the evidence blob is malformed ({exc})") from None
+        return open_round_dp(params, sealed, self.private_key, chain_id=self.chain_id, contract=self.fl.address,
+                             round_id=round_id)
 
     def vote(self, decision: Decision) -> Decision:
         """Sends the decision; a round someone else closed first is a note, not an error."""
