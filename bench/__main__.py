@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 PARTS = ["bench.gas", "bench.gas_size", "bench.throughput", "bench.accuracy", "bench.ml_accuracy", "bench.rounds",
-         "bench.parallel", "bench.secagg"]
+         "bench.parallel", "bench.secagg", "bench.dp_accuracy"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -521,6 +521,8 @@ class AggregatorParty:
         self.log(f"round {r} {outcome.status}: {len(outcome.accepted)} accepted, {len(outcome.rejected)} rejected "
                  f"[{rej}], {len(outcome.excluded)} excluded; model {short(outcome.model_hash)}{acc}; "
                  f"aggregator gas {gas:,}{total} (waiting {waited:.1f} s, aggregating {time.monotonic() - t1:.1f} s)"
+                 + (f"; epsilon {outcome.epsilon:.4g} spent so far (DP, delta {fl.params().dp.delta:.3g})"
+                    if outcome.epsilon is not None else "")
                  + (f"; {outcome.note}" if outcome.note else ""))
         self.records.append(RoundRecord(
             r, outcome.status, len(outcome.accepted), len(outcome.rejected), len(outcome.excluded), outcome.accuracy,

@@ -22,3 +22,19 @@ def test_quick_benchmark(tmp_path, capsys):
     assert all(r["checked"] and r["seconds"] >= 0 for r in saved["timing"])
     out = capsys.readouterr().out
     assert "E=1 acc" in out and "multi_krum" in out and "correctness checks passed" in out
+
+
+def test_quick_dp_accuracy_benchmark(tmp_path, capsys):
+    """bench/dp_accuracy.py --quick: DP-FedAvg next to plain FedAvg, epsilon from the accountant."""
+    from bench.dp_accuracy import main
+    from ml.dp import epsilon
+
+    result = main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "dp_accuracy_quick.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(result["rows"]))
+    ref, dp = saved["rows"]
+    assert ref["noise"] is None and ref["accuracy"][-1] > 0.6
+    assert dp["noise"] == 1.0 and dp["noise_std"] == 1.0 * saved["clip"] / 5
+    assert dp["epsilon"] == [epsilon(1.0, r, 1.0, saved["delta"]) for r in (1, 2, 3)]
+    assert (tmp_path / "dp_accuracy_quick.png").stat().st_size > 0
+    assert "round 3" in capsys.readouterr().out
