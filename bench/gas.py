@@ -65,6 +65,13 @@ PARAMS = dict(
     dpBudget=0,
     dpMaxRounds=0,
     dpSeedCommitment=bytes(32),
+    privacy=0,
+    secClip=0,
+    secScaleBits=0,
+    secRingBits=0,
+    secThreshold=0,
+    joinPeriod=0,
+    revealPeriod=0,
 )
 NO_COMMITTEE = dict(verifiers=[], keys=[], threshold=0)  # trusted-aggregator mode
 ADMIN_DELAY = 3600

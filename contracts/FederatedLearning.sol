@@ -75,6 +75,14 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         uint64 dpBudget; // epsilon budget, 1e6 fixed point; 0 = none
         uint32 dpMaxRounds; // rounds the budget allows (dp-accounting at deploy; anyone re-checks); 0 = unbounded
         bytes32 dpSeedCommitment; // keccak of the aggregator's noise secret, sealed to the committee each round
+        // Private mode (secure aggregation): masked updates, public; FedAvg/FedProx only.
+        uint8 privacy; // 0 = robust (updates sealed to the aggregator and committee), 1 = private (masked)
+        uint64 secClip; // bound of each coordinate of a change, 1e6 fixed point
+        uint8 secScaleBits; // fixed-point precision: 2**-secScaleBits per sample
+        uint8 secRingBits; // masked vectors live mod 2**secRingBits (16, 32 or 64)
+        uint16 secThreshold; // t: shares that recover a dropped participant (>= 2)
+        uint64 joinPeriod; // seconds after startRound in which clients join (then the participants are fixed)
+        uint64 revealPeriod; // seconds after the deadline in which the survivors reveal their shares
     }
 
     /// @notice The verifier committee, fixed at deployment (k = verifiers.length, threshold m).
@@ -167,6 +175,21 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         uint32 disputes;
     }
 
+    /// @notice A participant of a private round: its round key, its dealing and (once revealed) its reveal.
+    struct Join {
+        bytes32 roundKey; // per-round X25519 public key (the masks are agreed with it)
+        bytes32 dealing; // digest of its public dealing: Shamir shares of its round secret, sealed to each holder
+        bytes32 reveal; // keccak of its reveal blob (its self-mask seed, its shares of the dropped); 0 before
+    }
+
+    /// @notice A private round's schedule and counts (all zero in robust mode).
+    struct PrivateRound {
+        uint64 joinDeadline; // joins close then, or once every client eligible at the start has joined
+        uint64 revealDeadline; // reveals close then
+        uint32 joined;
+        uint32 revealed;
+    }
+
     /// @notice What a party needs about a round, read in one call (see roundView).
     struct RoundView {
         uint256 roundId; // the round described (the current one when 0 was asked)
@@ -180,6 +203,8 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         Client client; // `who`'s registry record
         uint256 claimable; // wei `who` could claim for the round now
         uint256 owed; // wei credited to `who` and not yet withdrawn
+        PrivateRound priv; // private mode: the schedule and counts
+        Join join; // private mode: `who`'s join
     }
 
     Params private _params;
@@ -201,6 +226,8 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     mapping(address client => uint256) public owed;
     /// @notice Samples a client may claim per update in a permissioned job (0 = not admitted).
     mapping(address client => uint64) public allowance;
+    mapping(uint256 roundId => PrivateRound) private _private;
+    mapping(uint256 roundId => mapping(address client => Join)) private _joins;
 
     /// @notice The latest round started (0 before the first).
     uint256 public currentRound;
@@ -274,6 +301,15 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     error NothingToClaim(uint256 roundId, address client);
     error NothingOwed(address client);
     error PrivacyBudgetSpent(uint256 maxRounds);
+    error NotPrivate();
+    error JoinClosed(uint256 joinDeadline);
+    error JoinStillOpen(uint256 joinDeadline);
+    error AlreadyJoined(uint256 roundId, address client);
+    error NotJoined(uint256 roundId, address client);
+    error NotEligible(address client);
+    error RevealClosed(uint256 revealDeadline);
+    error RevealNotOpen(uint256 roundId);
+    error AlreadyRevealed(uint256 roundId, address client);
 
     // ---------------------------------------------------------------- events
 
@@ -312,6 +348,10 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     event RoundFailed(uint256 indexed roundId, uint256 accepted, uint256 rejected, uint256 excluded);
     event RoundCancelled(uint256 indexed roundId, address indexed by);
     event ClientAdmitted(address indexed client, uint256 allowance);
+    event ClientJoined(
+        uint256 indexed roundId, address indexed client, bytes32 roundKey, bytes32 dealing, string locator
+    );
+    event SharesRevealed(uint256 indexed roundId, address indexed client, bytes32 reveal, string locator);
     event TreasuryWithdrawn(address indexed treasury, uint256 amount);
     event RewardsFunded(address indexed funder, uint256 amount);
     event RewardClaimed(uint256 indexed roundId, address indexed client, uint256 amount);
@@ -373,6 +413,18 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
             revert InvalidParams("dpSeedCommitment iff dpNoise");
         } else if ((params.dpBudget == 0) != (params.dpMaxRounds == 0)) {
             revert InvalidParams("dpMaxRounds iff dpBudget");
+        }
+        if (params.privacy > 1) revert InvalidParams("privacy must be 0 or 1");
+        if (params.privacy == 0) {
+            if (params.secClip | params.joinPeriod | params.revealPeriod | params.secThreshold | params.secRingBits
+                    | params.secScaleBits != 0) revert InvalidParams("private-mode settings without privacy");
+        } else {
+            uint8 k = params.secRingBits;
+            if (k != 16 && k != 32 && k != 64) revert InvalidParams("secRingBits must be 16, 32 or 64");
+            if (params.secThreshold < 2) revert InvalidParams("secThreshold below 2");
+            if (params.secClip == 0 || params.joinPeriod == 0 || params.revealPeriod == 0) {
+                revert InvalidParams("secClip, joinPeriod and revealPeriod must be set");
+            }
         }
         _params = params;
         latestModelHash = params.initialModelHash;
@@ -491,10 +543,15 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         Round storage r = _rounds[roundId];
         r.baseModelHash = latestModelHash;
         r.startedAt = uint64(block.timestamp);
-        r.deadline = uint64(block.timestamp) + _params.submissionPeriod;
+        r.deadline = uint64(block.timestamp) + _params.joinPeriod + _params.submissionPeriod;
         r.eligible = uint32(eligibleClients);
         r.startBlock = uint64(block.number);
         r.phase = Phase.Open;
+        if (_params.privacy == 1) {
+            PrivateRound storage pr = _private[roundId];
+            pr.joinDeadline = uint64(block.timestamp) + _params.joinPeriod;
+            pr.revealDeadline = r.deadline + _params.revealPeriod;
+        }
         emit RoundStarted(roundId, r.baseModelHash, r.deadline);
     }
 
@@ -525,6 +582,10 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         }
         uint256 cap = _cap(_params.maxUpdatesPerRound);
         if (r.submissions >= cap) revert RoundFull(cap);
+        if (_params.privacy == 1) {
+            if (_joins[roundId][msg.sender].roundKey == bytes32(0)) revert NotJoined(roundId, msg.sender);
+            if (!_joinClosed(r, _private[roundId])) revert JoinStillOpen(_private[roundId].joinDeadline);
+        }
 
         u.commitment = commitment;
         u.samples = samples;
@@ -535,6 +596,62 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         if (c.countedFrom <= roundId) r.eligibleSubmitted += 1;
         r.submittedWeight += samples;
         emit UpdateSubmitted(roundId, msg.sender, commitment, samples, locator);
+    }
+
+    /**
+     * @notice Join a private round (private mode): publish the per-round X25519 key the pairwise
+     * masks are agreed with, and commit to the dealing of Shamir shares of the round secret, each
+     * sealed to one holder's registered key. Joins close at the join deadline, or once every client
+     * eligible at the start has joined; the participants are then fixed, before anything is revealed.
+     * @param roundId the open round
+     * @param roundKey the participant's X25519 public key for this round (nonzero)
+     * @param dealing digest of its public dealing blob (nonzero)
+     * @param locator where the dealing blob can be fetched (event data only; untrusted)
+     */
+    function joinRound(uint256 roundId, bytes32 roundKey, bytes32 dealing, string calldata locator) external {
+        if (_params.privacy != 1) revert NotPrivate();
+        Client storage c = _clients[msg.sender];
+        if (c.status != ClientStatus.Active) revert NotActive(msg.sender);
+        if (c.stake < _params.minStake) revert StakeBelowMinimum(c.stake, _params.minStake);
+        if (c.countedFrom > roundId) revert NotEligible(msg.sender);
+        if (roundId != currentRound) revert NotCurrentRound(roundId, currentRound);
+        Round storage r = _rounds[roundId];
+        if (r.phase != Phase.Open) revert RoundNotOpen(roundId);
+        PrivateRound storage pr = _private[roundId];
+        if (_joinClosed(r, pr)) revert JoinClosed(pr.joinDeadline);
+        Join storage j = _joins[roundId][msg.sender];
+        if (j.roundKey != bytes32(0)) revert AlreadyJoined(roundId, msg.sender);
+        if (roundKey == bytes32(0) || dealing == bytes32(0)) revert ZeroCommitment();
+        uint256 cap = _cap(_params.maxUpdatesPerRound);
+        if (pr.joined >= cap) revert RoundFull(cap);
+        j.roundKey = roundKey;
+        j.dealing = dealing;
+        pr.joined += 1;
+        emit ClientJoined(roundId, msg.sender, roundKey, dealing, locator);
+    }
+
+    /**
+     * @notice Reveal, as a survivor of a private round, what removes the masks: its own self-mask
+     * seed and its shares of each participant the chain counts as dropped (joined, did not submit).
+     * Between the close of submissions (the deadline, or every participant submitted) and the
+     * reveal deadline. A survivor that does not reveal is rejected and slashed by the outcome.
+     * @param roundId the round
+     * @param reveal keccak of the reveal blob (nonzero)
+     * @param locator where the reveal blob can be fetched (event data only; untrusted)
+     */
+    function revealShares(uint256 roundId, bytes32 reveal, string calldata locator) external {
+        Round storage r = _rounds[roundId];
+        PrivateRound storage pr = _private[roundId];
+        if (_params.privacy != 1) revert NotPrivate();
+        if (_updates[roundId][msg.sender].status != UpdateStatus.Submitted) revert NotJoined(roundId, msg.sender);
+        if (r.phase != Phase.Open || !_submissionsClosed(r, pr)) revert RevealNotOpen(roundId);
+        if (block.timestamp > pr.revealDeadline) revert RevealClosed(pr.revealDeadline);
+        Join storage j = _joins[roundId][msg.sender];
+        if (j.reveal != bytes32(0)) revert AlreadyRevealed(roundId, msg.sender);
+        if (reveal == bytes32(0)) revert ZeroCommitment();
+        j.reveal = reveal;
+        pr.revealed += 1;
+        emit SharesRevealed(roundId, msg.sender, reveal, locator);
     }
 
     /**
@@ -556,7 +673,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     {
         Round storage r = _rounds[roundId];
         if (r.phase != Phase.Open) revert RoundNotOpen(roundId);
-        if (block.timestamp <= r.deadline && !_allIn(r)) revert DeadlineNotReached(r.deadline);
+        if (!_canPropose(r, roundId)) revert DeadlineNotReached(_closeTime(r, roundId));
         bool trusted = _verifiers.length == 0;
         if (!trusted && bondOf[msg.sender] < _params.aggregatorBond) {
             revert BondTooLow(bondOf[msg.sender], _params.aggregatorBond);
@@ -654,7 +771,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         Round storage r = _rounds[roundId];
         if (r.phase != Phase.Open) revert RoundNotOpen(roundId);
         if (!hasRole(AGGREGATOR_ROLE, msg.sender)) {
-            uint256 cancelTime = uint256(r.deadline) + _params.gracePeriod;
+            uint256 cancelTime = _closeTime(r, roundId) + _params.gracePeriod;
             if (block.timestamp <= cancelTime) revert GracePeriodNotOver(cancelTime);
         }
         r.phase = Phase.Cancelled;
@@ -809,7 +926,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
 
     /// @notice Whether the aggregator may propose the round's outcome now.
     function canPropose(uint256 roundId) external view returns (bool) {
-        return _canPropose(_rounds[roundId]);
+        return _canPropose(_rounds[roundId], roundId);
     }
 
     /**
@@ -825,13 +942,20 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         Round storage r = _rounds[v.roundId];
         v.round = r;
         v.proposal = _proposals[v.roundId];
-        v.canPropose = _canPropose(r);
+        v.canPropose = _canPropose(r, v.roundId);
         v.aggregatorKey = _params.aggregatorKey;
         v.rewardPool = rewardPool;
         v.update = _updates[v.roundId][who];
         v.client = _clients[who];
         v.claimable = _claimable(v.roundId, who);
         v.owed = owed[who];
+        v.priv = _private[v.roundId];
+        v.join = _joins[v.roundId][who];
+    }
+
+    /// @notice A participant's join of a private round (zero if it did not join).
+    function getJoin(uint256 roundId, address client) external view returns (Join memory) {
+        return _joins[roundId][client];
     }
 
     /// @notice The committee: verifier addresses, their X25519 keys, and the threshold m.
@@ -1051,8 +1175,28 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
 
     /// @dev Every client that could submit when the round started (and still can) has submitted,
     /// or the cap is reached. Late registrations and clients slashed below the minimum do not count.
-    function _canPropose(Round storage r) private view returns (bool) {
-        return r.phase == Phase.Open && (block.timestamp > r.deadline || _allIn(r));
+    function _canPropose(Round storage r, uint256 roundId) private view returns (bool) {
+        if (r.phase != Phase.Open) return false;
+        if (_params.privacy != 1) return block.timestamp > r.deadline || _allIn(r);
+        PrivateRound storage pr = _private[roundId];
+        return _submissionsClosed(r, pr) && (block.timestamp > pr.revealDeadline || pr.revealed >= r.submissions);
+    }
+
+    /// @dev When the aggregator may propose at the latest without waiting for anyone: the deadline
+    /// (robust mode) or the reveal deadline (private mode). The grace period counts from it.
+    function _closeTime(Round storage r, uint256 roundId) private view returns (uint256) {
+        return _params.privacy == 1 ? _private[roundId].revealDeadline : r.deadline;
+    }
+
+    /// @dev A private round's participants are fixed: the join deadline passed, or every client
+    /// eligible at the start joined.
+    function _joinClosed(Round storage r, PrivateRound storage pr) private view returns (bool) {
+        return block.timestamp > pr.joinDeadline || (pr.joined > 0 && pr.joined >= r.eligible);
+    }
+
+    /// @dev A private round takes no more updates: the deadline passed, or every participant submitted.
+    function _submissionsClosed(Round storage r, PrivateRound storage pr) private view returns (bool) {
+        return block.timestamp > r.deadline || (_joinClosed(r, pr) && r.submissions >= pr.joined);
     }
 
     function _claimable(uint256 roundId, address client) private view returns (uint256) {

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     from .dp import DPParams
+    from .secagg import SecAggParams
 
 ZERO32 = b"\x00" * 32
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -99,6 +100,16 @@ ERROR_HINTS: dict[str, str] = {
                                               "(beginDefaultAdminTransfer, then acceptDefaultAdminTransfer after the delay)",
     "InvalidParams": "fix the deployment parameter named in the message",
     "ZeroAddress": "admin, aggregator and admitted clients must be real addresses",
+    "PrivacyBudgetSpent": "the job's epsilon budget allows no further round (dpMaxRounds): deploy a new job",
+    "NotPrivate": "this job runs in robust mode: there is no join or reveal (submit sealed updates)",
+    "JoinClosed": "the round's participants are fixed (join deadline passed or everyone joined); wait for the next",
+    "JoinStillOpen": "participants may still join: mask and submit once the join deadline passed or all joined",
+    "AlreadyJoined": "this client already joined this round (once per round)",
+    "NotJoined": "in a private job only a participant that joined (and, to reveal, submitted) may do this",
+    "NotEligible": "the client registered after the round started: it may take part from the next round",
+    "RevealClosed": "the reveal deadline has passed: the outcome rejects survivors that did not reveal",
+    "RevealNotOpen": "reveals open once submissions close (the deadline, or every participant submitted)",
+    "AlreadyRevealed": "this survivor already revealed in this round (once per round)",
 }
 
 
@@ -161,10 +172,31 @@ class JobParams:
     dpBudget: int = 0  # epsilon budget in 1e-6 units; 0 = none
     dpMaxRounds: int = 0  # rounds the budget allows (the contract refuses more); 0 = unbounded
     dpSeedCommitment: bytes = ZERO32  # keccak of the aggregator's noise secret
+    privacy: int = 0  # 0 = robust (sealed updates), 1 = private (secure aggregation, masked updates)
+    secClip: int = 0  # private mode: bound of each coordinate of a change, 1e-6 units
+    secScaleBits: int = 0  # private mode: fixed point 2**-secScaleBits per sample
+    secRingBits: int = 0  # private mode: masked vectors mod 2**secRingBits
+    secThreshold: int = 0  # private mode: t, shares that recover a dropped participant
+    joinPeriod: int = 0  # private mode: seconds after startRound in which clients join
+    revealPeriod: int = 0  # private mode: seconds after the deadline in which survivors reveal
 
     @property
     def norm_bound(self) -> float | None:
         return self.normBound / 1e6 if self.normBound else None
+
+    @property
+    def private(self) -> bool:
+        """Private mode (secure aggregation): masked updates, public; the aggregate is re-computable by anyone."""
+        return self.privacy == 1
+
+    @property
+    def secagg(self) -> SecAggParams | None:
+        """A private job's secure-aggregation parameters (None in robust mode)."""
+        if not self.private:
+            return None
+        from .secagg import SecAggParams
+
+        return SecAggParams(self.secClip / 1e6, self.secScaleBits, self.secRingBits, self.secThreshold)
 
     @property
     def dp(self) -> DPParams | None:
@@ -521,6 +553,43 @@ class RoundView:
     client: ClientInfo
     claimable: int
     owed: int
+    priv: PrivateRoundInfo = field(default_factory=lambda: PrivateRoundInfo(0, 0, 0, 0))
+    join: JoinInfo = field(default_factory=lambda: JoinInfo(ZERO32, ZERO32, ZERO32))
+
+
+@dataclass(frozen=True)
+class PrivateRoundInfo:
+    """A private round's schedule and counts (zeros in robust mode)."""
+
+    join_deadline: int
+    reveal_deadline: int
+    joined: int
+    revealed: int
+
+
+@dataclass(frozen=True)
+class JoinInfo:
+    """A participant's join of a private round (zeros: not joined)."""
+
+    round_key: bytes
+    dealing: bytes
+    reveal: bytes
+
+    @property
+    def joined(self) -> bool:
+        return self.round_key != ZERO32
+
+    @property
+    def revealed(self) -> bool:
+        return self.reveal != ZERO32
+
+
+def _private_info(v: Any) -> PrivateRoundInfo:
+    return PrivateRoundInfo(int(v.joinDeadline), int(v.revealDeadline), int(v.joined), int(v.revealed))
+
+
+def _join_info(v: Any) -> JoinInfo:
+    return JoinInfo(bytes(v.roundKey), bytes(v.dealing), bytes(v.reveal))
 
 
 def _converter(t: Any) -> Callable[[Any], Any]:
@@ -838,7 +907,11 @@ class FLContract:
             round_id=rid, current_round=int(v.currentRound), round=_round_info(rid, v.round),
             proposal=_proposal_info(v.proposal), can_propose=bool(v.canPropose),
             aggregator_key=bytes(v.aggregatorKey), reward_pool=int(v.rewardPool), update=_update_info(v.update),
-            client=_client_info(v.client), claimable=int(v.claimable), owed=int(v.owed))
+            client=_client_info(v.client), claimable=int(v.claimable), owed=int(v.owed),
+            priv=_private_info(v.priv), join=_join_info(v.join))
+
+    def get_join(self, round_id: int, client: str) -> JoinInfo:
+        return _join_info(self._view("getJoin", round_id, client))
 
     def active_clients(self) -> int:
         return int(self._view("activeClients"))
@@ -1160,6 +1233,14 @@ class FLContract:
 
     def submit(self, sender: Any, round_id: int, commitment: bytes, samples: int, locator: str) -> Any:
         return self._send("submitUpdate", sender, round_id, to_bytes32(commitment), int(samples), locator)
+
+    def join(self, sender: Any, round_id: int, round_key: bytes, dealing: bytes, locator: str) -> Any:
+        """Join a private round: the round's X25519 public key and the digest of the public dealing."""
+        return self._send("joinRound", sender, round_id, to_bytes32(round_key), to_bytes32(dealing), locator)
+
+    def reveal(self, sender: Any, round_id: int, reveal: bytes, locator: str) -> Any:
+        """A survivor's reveal of a private round: keccak of the reveal blob and where it is."""
+        return self._send("revealShares", sender, round_id, to_bytes32(reveal), locator)
 
     def propose(self, sender: Any, round_id: int, outcome: Outcome) -> Any:
         return self._send("proposeRound", sender, round_id, outcome.to_struct())

@@ -54,6 +54,13 @@ def default_params(**overrides) -> dict:
         dpBudget=0,
         dpMaxRounds=0,
         dpSeedCommitment=bytes(32),
+        privacy=0,
+        secClip=0,
+        secScaleBits=0,
+        secRingBits=0,
+        secThreshold=0,
+        joinPeriod=0,
+        revealPeriod=0,
     )
     params.update(overrides)
     return params

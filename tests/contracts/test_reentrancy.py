@@ -139,6 +139,9 @@ def _inner_calls(fl, h1, h3, attacker):
         "requestExit": (fl.requestExit.encode_input(), 0, None),
         "withdrawStake": (fl.withdrawStake.encode_input(), 0, None),
         "submitUpdate": (fl.submitUpdate.encode_input(3, keccak(text="reentrant update"), 10, ""), 0, "fresh"),
+        # A robust-mode job: private mode's join and reveal refuse (NotPrivate) before anything else.
+        "joinRound": (fl.joinRound.encode_input(3, key(9), key(8), ""), 0, "fresh"),
+        "revealShares": (fl.revealShares.encode_input(3, key(8), ""), 0, "fresh"),
         # Rejects the only update: the round fails and h1's slash goes to the treasury (the attacker).
         "proposeRound": (fl.proposeRound.encode_input(3, outcome(ZERO32, [h1.address])), 0, "ready"),
         # No committee: nobody is a verifier, and no round is ever left Proposed.
@@ -169,7 +172,8 @@ def _inner_calls(fl, h1, h3, attacker):
 
 
 INNER_NAMES = [
-    "register", "topUp", "requestExit", "withdrawStake", "submitUpdate", "proposeRound", "attest", "dispute",
+    "register", "topUp", "requestExit", "withdrawStake", "submitUpdate", "joinRound", "revealShares",
+    "proposeRound", "attest", "dispute",
     "expireProposal", "cancelRound", "postBond", "withdrawBond", "startRound", "fundRewards", "claimReward", "claimRewards", "withdrawRewards", "withdrawTreasury", "admit",
     "setAggregatorKey", "grantRole", "revokeRole", "renounceRole", "beginDefaultAdminTransfer",
     "cancelDefaultAdminTransfer", "acceptDefaultAdminTransfer", "changeDefaultAdminDelay",
@@ -185,6 +189,8 @@ def _expected(outer, inner):
         return "NotVerifier"
     if inner == "expireProposal":
         return "NotProposed"
+    if inner in ("joinRound", "revealShares"):
+        return "NotPrivate"
     if outer == "withdrawStake":
         # The attacker's record is already cleared (checks-effects-interactions): it may register
         # again, but it is no longer an active client.
