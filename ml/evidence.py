@@ -70,6 +70,9 @@ REASON_CODES: Final[Mapping[str, int]] = MappingProxyType(
         "names": 8,
         "dtype": 9,
         "size": 10,
+        "missing_reveal": 11,
+        "bad_reveal": 12,
+        "bad_dealing": 13,
     }
 )
 """Rejection reason -> the uint8 code recorded on chain. Stable: never renumber, only append.
@@ -79,7 +82,8 @@ reason of ml.codec. Code 0 is reserved for "no reason" (not rejected).
 """
 _REASONS_BY_CODE: Final[Mapping[int, str]] = MappingProxyType({v: k for k, v in REASON_CODES.items()})
 
-NO_KEY_REASONS: Final = frozenset({"missing_blob", "commitment_mismatch"})
+NO_KEY_REASONS: Final = frozenset({"missing_blob", "commitment_mismatch", "missing_reveal", "bad_reveal",
+                                   "bad_dealing"})
 """Reasons that never come with a content key: there is no (right) blob to open."""
 CONTENT_REASONS: Final = frozenset({"decode", "shape", "non_finite", "norm", "names", "dtype", "size"})
 """Reasons about an update that opened: the evidence must disclose its content key."""

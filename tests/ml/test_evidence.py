@@ -92,6 +92,9 @@ def test_reason_codes_are_stable() -> None:
         "names": 8,
         "dtype": 9,
         "size": 10,
+        "missing_reveal": 11,
+        "bad_reveal": 12,
+        "bad_dealing": 13,
     }
     assert all(0 < code < 256 for code in REASON_CODES.values())
     for reason, code in REASON_CODES.items():
