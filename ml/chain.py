@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     from .dp import DPParams
+    from .private import Participant
     from .secagg import SecAggParams
 
 ZERO32 = b"\x00" * 32
@@ -998,6 +999,34 @@ class FLContract:
                        int(log.block_number))
             for log in logs
         ]
+
+    def participants(self, round_id: int, info: RoundInfo | None = None) -> list[Participant]:
+        """A private round's participants from its own blocks: joins, submissions and reveals, by address."""
+        from .private import Participant
+
+        info = info or self.round(round_id)
+        if not info.start_block:
+            return []
+        logs = self.logs(["ClientJoined", "UpdateSubmitted", "SharesRevealed"], info.start_block,
+                         info.closed_block or None, roundId=round_id)
+        joined: dict[str, dict[str, Any]] = {}
+        for log in logs:
+            who = str(log.client)
+            if log.event_name == "ClientJoined":
+                joined[who] = dict(address=who, round_key=bytes(log.roundKey), dealing_digest=bytes(log.dealing),
+                                   dealing_locator=str(log.locator))
+            elif who in joined and log.event_name == "UpdateSubmitted":
+                joined[who].update(commitment=bytes(log.commitment), samples=int(log.samples),
+                                   locator=str(log.locator))
+            elif who in joined:
+                joined[who].update(reveal_digest=bytes(log.reveal), reveal_locator=str(log.locator))
+        return [Participant(**joined[a]) for a in sorted(joined, key=lambda a: int(a, 16))]
+
+    def registered_keys(self, start: int | None = None, end: int | None = None) -> dict[str, bytes]:
+        """Each registered client's X25519 key from ClientRegistered events in [start, end] (the chain is
+        the PKI: private mode seals shares to these keys)."""
+        logs = self.logs("ClientRegistered", self.deploy_block if start is None else start, end)
+        return {str(log.client): bytes(log.encryptionKey) for log in logs}
 
     def proposal_event(self, round_id: int, proposal: ProposalInfo | None = None) -> Any | None:
         """The round's RoundProposed event (its locators), read from the proposal's block only."""

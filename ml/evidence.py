@@ -73,6 +73,7 @@ REASON_CODES: Final[Mapping[str, int]] = MappingProxyType(
         "missing_reveal": 11,
         "bad_reveal": 12,
         "bad_dealing": 13,
+        "bad_vector": 14,
     }
 )
 """Rejection reason -> the uint8 code recorded on chain. Stable: never renumber, only append.
@@ -83,7 +84,7 @@ reason of ml.codec. Code 0 is reserved for "no reason" (not rejected).
 _REASONS_BY_CODE: Final[Mapping[int, str]] = MappingProxyType({v: k for k, v in REASON_CODES.items()})
 
 NO_KEY_REASONS: Final = frozenset({"missing_blob", "commitment_mismatch", "missing_reveal", "bad_reveal",
-                                   "bad_dealing"})
+                                   "bad_dealing", "bad_vector"})
 """Reasons that never come with a content key: there is no (right) blob to open."""
 CONTENT_REASONS: Final = frozenset({"decode", "shape", "non_finite", "norm", "names", "dtype", "size"})
 """Reasons about an update that opened: the evidence must disclose its content key."""

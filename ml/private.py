@@ -12,7 +12,7 @@ faults with their evidence, which are the same for the aggregator, every verifie
 Fault rules (a survivor is a participant that submitted):
 
 * its masked vector is missing (``missing_blob``), is not the committed blob (``commitment_mismatch``)
-  or not one vector of the model's length in the job's ring (``size``);
+  or not one vector of the model's length in the job's ring (``bad_vector``);
 * it did not reveal (``missing_reveal``), or its reveal is missing, malformed, not the committed
   blob, names the wrong survivor or round, holds a seed that is not its committed one, a share
   that fails the dealer's commitment, or lacks a share it holds of a dropped participant
@@ -209,7 +209,7 @@ class Participant:
 @dataclass(frozen=True)
 class Fault:
     client: str
-    reason: str  # missing_blob | commitment_mismatch | size | missing_reveal | bad_reveal | bad_dealing
+    reason: str  # missing_blob | commitment_mismatch | bad_vector | missing_reveal | bad_reveal | bad_dealing
     detail: str
 
 
@@ -277,7 +277,7 @@ def aggregate_private(base: Sequence[np.ndarray], participants: Sequence[Partici
         try:
             masked[p.address] = S.decode_vector(blob, params, length)
         except SecAggError as exc:
-            faults.append(Fault(p.address, "size", str(exc)))
+            faults.append(Fault(p.address, "bad_vector", str(exc)))
             continue
         if p.address in dealing_problem:
             faults.append(Fault(p.address, "bad_dealing", dealing_problem[p.address]))

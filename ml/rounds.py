@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from eth_utils import to_checksum_address
@@ -126,6 +126,7 @@ class RoundComputation:
     base: list[np.ndarray] | None = field(default=None, repr=False)  # the round's base model weights
     dp: RoundDP | None = None  # a DP job's noise for this round (None: no DP)
     dp_result: CentralDPResult | None = field(default=None, repr=False)  # what clipping and noise did
+    private: Any = field(default=None, repr=False)  # a private round's ml.private.PrivateResult
 
     @property
     def model_hash(self) -> bytes | None:
@@ -387,6 +388,9 @@ def compute_round(
         params = fl.params()
     base_blob = store.get(info.base_model_hash)
     base = codec.decode(base_blob, spec)
+    if params.private:  # secure aggregation: everything public, no key
+        return compute_private_round(fl, store, spec, round_id, base, chain_id=chain_id, info=info,
+                                     timings=timings)
     valid, rejected, submitted = collect_updates(
         fl, store, private_key, spec, round_id, chain_id=chain_id, base=base,
         norm_bound=params.norm_bound, timings=timings, info=info,
@@ -430,3 +434,60 @@ def _central_dp(comp: RoundComputation) -> AggregateResult:
                           dp.clip, dp.noise, comp.dp.seed)
     comp.dp_result = res
     return AggregateResult(weights=res.weights, included=[u.key for u in ordered], excluded=[])
+
+
+def public_fetcher(store: BlobStore, total_seconds: float) -> Callable[[bytes, str], bytes | None]:
+    """Fetch for ml.private.aggregate_private: the blob, b"" when the served bytes are not the committed
+    ones, None when it cannot be had (within the round's fetch budget, shared like collect_updates')."""
+    spent = [0.0]
+
+    def fetch(key: bytes, locator: str = "") -> bytes | None:
+        budget = blob_budget(total_seconds - spent[0], 1)
+        t0 = time.monotonic()
+        try:
+            return store.fetch(key, locator or None, budget)
+        except BlobNotFoundError:
+            return None
+        except BlobIntegrityError:
+            return b""
+        finally:
+            spent[0] += time.monotonic() - t0
+
+    return fetch
+
+
+def compute_private_round(fl: FLContract, store: BlobStore, spec: ModelSpec, round_id: int,
+                          base: list[np.ndarray], *, chain_id: int, info: RoundInfo | None = None,
+                          timings: Timings | None = None) -> RoundComputation:
+    """A private round from public data only (ml.private): the same for the aggregator, each verifier and
+    verify_round without a key. Faults are rejections without a key (nothing is sealed); any fault or an
+    unrecoverable dropout leaves no model."""
+    from .private import aggregate_private
+    from .secagg import RoundContext
+
+    timings = timings or Timings()
+    with timings.measure("chain"):
+        info = info if info is not None else fl.round(round_id)
+        params = fl.params()
+        parts = fl.participants(round_id, info)
+    secagg = params.secagg
+    fetch = public_fetcher(store, round_fetch_budget(params.gracePeriod))
+    with timings.measure("aggregation"):
+        res = aggregate_private(base, parts, fetch, secagg, RoundContext(chain_id, fl.address, round_id))
+    survivors = [p for p in parts if p.survivor]
+    rejected = [Rejection(f.client, f.reason, f.detail) for f in res.faults]
+    bad = {f.client for f in res.faults}
+    valid = [ClientUpdate(key=p.address.lower(), weights=[], num_samples=p.samples) for p in survivors
+             if p.address not in bad]
+    comp = RoundComputation(round_id, info.base_model_hash, len(survivors), valid, rejected, base=base)
+    comp.private = res
+    honest = [to_checksum_address(u.key) for u in valid]
+    if res.weights is not None:
+        comp.result = AggregateResult(weights=res.weights, included=honest)
+        with timings.measure("encode_seal_store"):
+            comp.model_blob = codec.encode(res.weights, tensor_names(spec))
+    elif honest:
+        # No model (a fault, or a dropout nobody can recover): the honest survivors are left out, neither
+        # paid nor slashed, so that the round closes as Failed with only the faulty slashed.
+        comp.result = AggregateResult(weights=[], included=[], excluded=honest)
+    return comp

@@ -268,6 +268,11 @@ def verify_round(
     if params.dp is not None:
         _check_privacy(rep, params, round_id)
 
+    # -- private mode: the whole aggregation from public data, no key at all
+    if params.private:
+        return _recompute_private(rep, fl, store, spec, round_id, info, prev, initial_locator, chain_id, failed,
+                                  rejected, excluded)
+
     # -- re-computation from the sealed updates (needs a key they were sealed to)
     if private_key is None:
         rep.add("re-computation", None, "needs a sealing key the updates were sealed to (--key-file): the "
@@ -315,6 +320,45 @@ def verify_round(
             f"{'central DP (clip, mean, seeded noise)' if params.dp is not None else strategy} over the "
             f"{len(comp.valid)} opened update(s) gives {_hex(comp.model_hash)}, bit for bit "
             f"the on-chain model hash{reasons}"))
+    return rep
+
+
+# --------------------------------------------------------------------------- private mode
+
+
+def _recompute_private(rep: VerifyReport, fl: FLContract, store: BlobStore, spec: ModelSpec, round_id: int,
+                       info: Any, prev: int | None, initial_locator: str | None, chain_id: int, failed: bool,
+                       rejected: list, excluded: list) -> VerifyReport:
+    """A private round re-computed by anyone: the masked vectors, dealings and reveals are public."""
+    from .rounds import compute_round
+
+    try:
+        store.get(info.base_model_hash, fl.model_locator(prev) if prev is not None else initial_locator)
+        comp = compute_round(fl, store, b"", spec, round_id, chain_id=chain_id, strategy="fedavg")
+    except Exception as exc:  # noqa: BLE001 - report any failure as a failed check
+        rep.add("re-computation", False, f"could not re-compute: {type(exc).__name__}: {exc}")
+        return rep
+    res = comp.private
+    problems = []
+    if failed:
+        if comp.model_hash is not None:
+            problems.append(f"the public data unmask to model {_hex(comp.model_hash)}: the round should not fail")
+    elif comp.model_hash != info.model_hash:
+        problems.append(f"re-computed model {_hex(comp.model_hash)} differs from the on-chain "
+                        f"{_hex(info.model_hash)}" + (f" ({res.note})" if res.note else ""))
+    got = {r.client: r.reason for r in comp.rejected}
+    if set(got) != {s.client for s in rejected}:
+        problems.append(f"re-computation rejects {got or 'nobody'}, the chain "
+                        f"{sorted(s.client for s in rejected) or 'nobody'}")
+    if set(comp.excluded) != {s.client for s in excluded}:
+        problems.append(f"re-computation leaves out {sorted(comp.excluded) or 'nobody'}, the chain "
+                        f"{sorted(s.client for s in excluded) or 'nobody'}")
+    faults = "; faults: " + ", ".join(f"{c} ({r})" for c, r in got.items()) if got else ""
+    rep.add("re-computation", not problems, "; ".join(problems) or (
+        f"private mode, no key: {len(res.survivors)} masked vector(s) summed, {len(res.dropped)} dropout(s) "
+        f"unmasked from the revealed shares; " + (f"no model ({res.note}){faults}" if failed else
+                                                   f"the model hashes to {_hex(comp.model_hash)}, bit for bit "
+                                                   f"the on-chain hash{faults}")))
     return rep
 
 

@@ -75,6 +75,23 @@ def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | st
 @click.option("--dp-budget", type=float, default=0.0, show_default=True,
               help="Epsilon budget: the run stops (and the contract refuses) the round that would exceed it; "
                    "0 = none")
+@click.option("--privacy", type=click.Choice(["robust", "secagg"]), default="robust", show_default=True,
+              help="robust: updates sealed to the aggregator and the committee (every strategy); secagg: private "
+                   "mode, secure aggregation: clients join each round, mask their updates pairwise and publish "
+                   "them; anyone re-computes the sum, nobody sees one update (FedAvg/FedProx only)")
+@click.option("--dropouts", type=int, default=0, show_default=True,
+              help="secagg: participants that join each round and never submit (simulated; up to the round's "
+                   "clients minus --secagg-threshold); the survivors' reveals remove their masks")
+@click.option("--secagg-threshold", "sec_threshold", type=int, default=2, show_default=True,
+              help="secagg: t, the Shamir threshold: t survivors rebuild a dropped participant's key; fewer "
+                   "than t colluding clients learn nothing")
+@click.option("--secagg-clip", "sec_clip", type=float, default=4.0, show_default=True,
+              help="secagg: bound of each coordinate of an update's change (fixed point)")
+@click.option("--secagg-scale-bits", "sec_scale_bits", type=int, default=20, show_default=True,
+              help="secagg: fixed-point precision, 2**-bits per sample")
+@click.option("--secagg-ring-bits", "sec_ring_bits", type=click.Choice(["16", "32", "64"]), default="64",
+              show_default=True, callback=lambda ctx, param, v: int(v),
+              help="secagg: masked vectors live mod 2**bits (8, 4 or 2 bytes a parameter)")
 @click.option("--stake", "stake_eth", type=float, default=1.0, show_default=True, help="Stake per client (ETH)")
 @click.option("--reward", "reward_eth", type=float, default=0.1, show_default=True, help="Reward per round (ETH)")
 @click.option("--slash-bps", type=int, default=5000, show_default=True,

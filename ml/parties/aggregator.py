@@ -158,6 +158,8 @@ class Aggregator:
             phase, phase.name.lower())
         note = (f"{len(comp.accepted)} valid update(s), quorum is {params.quorum}: no model, "
                 f"{len(comp.rejected)} rejection(s) slashed") if below else ""
+        if getattr(comp, "private", None) is not None and comp.private.note:
+            note = comp.private.note
         return RoundOutcome(
             round_id, status, None if below else comp.model_hash, comp.accepted, comp.excluded, comp.rejected,
             loss=loss, accuracy=accuracy, gas=self.fl.meter.total - gas0,

@@ -77,6 +77,7 @@ class Client:
         attack: str | None = None,
         timings: Timings | None = None,
         index: int = 0,
+        registered_key: bytes | None = None,
     ):
         if len(x) == 0:
             raise ClientError(f"client {account.address} has no training data")
@@ -94,6 +95,10 @@ class Client:
         self.names = tensor_names(spec)
         self.index = index  # its place among a federation's clients: a TrainingPool's key for its data
         self._sealing_key: dict[int, bytes] = {}  # round -> the aggregator key its view named
+        # Private mode: the X25519 private key registered on chain (holders' shares are sealed to it),
+        # and each joined round's secrets (round key pair, self-mask seed), kept until the round closes.
+        self.registered_key = registered_key
+        self._round_secrets: dict[int, Any] = {}
 
     @property
     def address(self) -> str:
@@ -150,7 +155,10 @@ class Client:
             weights = attacks.apply_weight_attack(self.attack, weights, base)
 
         with self.timings.measure("encode_seal_store"):
-            blob = self._sealed_blob(weights, round_id)
+            if self.fl.params().private:
+                blob = self._masked_blob(weights, base, result.num_samples, round_id)
+            else:
+                blob = self._sealed_blob(weights, round_id)
             commitment, locator = self._store(blob)
 
         samples = result.num_samples * (attacks.INFLATE_FACTOR if self.attack == "inflate" else 1)
@@ -175,6 +183,81 @@ class Client:
             with self.timings.measure("encode_seal_store"):
                 commitment, locator = self._store(self._sealed_blob(weights, round_id))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------ private mode
+
+    def _round_context(self, round_id: int) -> Any:
+        from ..secagg import RoundContext
+
+        return RoundContext(self.chain_id, self.fl.address, round_id)
+
+    def join_private(self, round_id: int, registry: dict[str, bytes]) -> bool:
+        """Joins a private round: a fresh round key, its Shamir shares dealt to every other registered
+        client (sealed to its registered key), the public dealing stored, its digest on chain. False
+        when already joined (or the round is not open)."""
+        from ..private import holders_for
+        from ..secagg import new_round_secrets, share_round_secret
+
+        fl = self.fl
+        with self.timings.measure("chain"):
+            view = fl.round_view(round_id, self.address)
+        if view.round.phase != Phase.OPEN or view.join.joined:
+            return False
+        params = fl.params().secagg
+        with self.timings.measure("encode_seal_store"):
+            secrets = new_round_secrets(params)
+            dealing, _ = share_round_secret(secrets, self.address, holders_for(self.address, registry),
+                                            params.threshold, self._round_context(round_id))
+            blob = dealing.to_bytes()
+            digest = self.store.put(blob)
+        self._round_secrets[round_id] = secrets
+        with self.timings.measure("chain"):
+            fl.join(self.account, round_id, secrets.public_key, digest, self.store.locator(digest))
+        return True
+
+    def _masked_blob(self, weights: list[np.ndarray], base: list[np.ndarray], samples: int, round_id: int) -> bytes:
+        """The update clipped, quantized, weighted by its samples and masked with every other participant:
+        a public blob that reveals nothing about the update (ml.secagg)."""
+        from ..secagg import encode_vector, mask_update, quantize
+
+        secrets = self._round_secrets.get(round_id)
+        if secrets is None:
+            raise ClientError(f"round {round_id}: this client has no round secrets (it did not join in this "
+                              "process); it cannot mask, and sits the round out")
+        params = self.fl.params().secagg
+        peers = {p.address: p.round_key for p in self.fl.participants(round_id) if p.address != self.address}
+        q = quantize(weights, base, samples, params)
+        masked = mask_update(q, secrets, self.address, peers, params, self._round_context(round_id))
+        if self.attack == "garbage":
+            return np.random.default_rng(self.seed + round_id).bytes(256)
+        return encode_vector(masked, params)
+
+    def reveal_private(self, round_id: int) -> bool:
+        """As a survivor, reveal the self-mask seed and the key shares of the dropped (once submissions are
+        closed). False when there is nothing to reveal (not a survivor, already revealed)."""
+        from ..private import make_reveal
+        from ..secagg import Dealing
+
+        fl = self.fl
+        with self.timings.measure("chain"):
+            view = fl.round_view(round_id, self.address)
+            if view.update.status == UpdateStatus.NONE or view.join.revealed or round_id not in self._round_secrets:
+                return False
+            parts = fl.participants(round_id, view.round)
+        dropped = [p for p in parts if not p.survivor]
+        dealings = {}
+        for p in dropped:
+            try:
+                dealings[p.address] = Dealing.from_bytes(self.store.get(p.dealing_digest, p.dealing_locator or None))
+            except Exception:  # noqa: BLE001 - an unusable dealing is its dealer's fault (not revealed)
+                continue
+        with self.timings.measure("encode_seal_store"):
+            rev = make_reveal(round_id, self.address, self._round_secrets[round_id], dealings,
+                              [p.address for p in dropped], self.registered_key, self._round_context(round_id))
+            digest = self.store.put(rev.to_bytes())
+        with self.timings.measure("chain"):
+            fl.reveal(self.account, round_id, digest, self.store.locator(digest))
+        return True
 
     def seal_context(self, round_id: int) -> SealContext:
         return SealContext(chain_id=self.chain_id, contract=self.fl.address, round_id=round_id, client=self.address)

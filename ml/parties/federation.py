@@ -90,6 +90,12 @@ class FederationConfig:
     dp_noise: float = 0.0  # noise multiplier z (noise std z*C/n on the mean of n updates)
     dp_delta: float = 0.0  # target delta; 0 = 1/N for the job's N training samples
     dp_budget: float = 0.0  # epsilon budget: no round starts past it; 0 = none
+    privacy: str = "robust"  # robust (sealed updates) | secagg (private mode: secure aggregation)
+    dropouts: int = 0  # secagg: chosen clients that join each round and never submit (simulated)
+    sec_clip: float = 4.0  # secagg: bound of each coordinate of an update's change
+    sec_scale_bits: int = 20  # secagg: fixed point 2**-bits per sample
+    sec_ring_bits: int = 64  # secagg: masked vectors mod 2**bits (16, 32 or 64)
+    sec_threshold: int = 2  # secagg: t, shares that recover a dropped participant
     stake_eth: float = 1.0
     reward_eth: float = 0.1
     slash_bps: int = 5000
@@ -152,10 +158,44 @@ class FederationConfig:
             if not self.verifiers:
                 raise FederationError("--rogue-verifier needs a committee (--verifiers >= 1)")
         self._check_dp()
+        self._check_privacy()
         from eth_utils import is_address
 
         if not is_address(self.treasury):
             raise FederationError(f"--treasury must be an address (0x followed by 40 hex digits), got {self.treasury!r}")
+
+    def _check_privacy(self) -> None:
+        if self.privacy not in ("robust", "secagg"):
+            raise FederationError(f"--privacy must be robust or secagg, got {self.privacy!r}")
+        if self.privacy == "robust":
+            if self.dropouts:
+                raise FederationError("--dropouts simulates participants of a private round: give --privacy secagg")
+            return
+        if self.strategy != "fedavg":
+            raise FederationError(f"--privacy secagg sums masked updates, so only FedAvg (and FedProx, --mu) can "
+                                  f"run on them; --strategy {self.strategy} needs each update in the clear (use "
+                                  "robust mode)")
+        if self.dp_clip:
+            raise FederationError("--dp-clip with --privacy secagg (distributed DP) is not built yet: use robust "
+                                  "mode for central DP")
+        if self.attackers and self.attack not in ("tamper", "badlocator", "garbage", "inflate"):
+            raise FederationError(f"--attack {self.attack} sends a bad update in the clear; in private mode it would "
+                                  "go through undetected (the README says why): try tamper, badlocator or garbage")
+        if self.sec_threshold < 2:
+            raise FederationError("--secagg-threshold must be at least 2")
+        if not 0 <= self.dropouts <= self.per_round - self.sec_threshold:
+            raise FederationError(f"--dropouts must be between 0 and {self.per_round - self.sec_threshold} (the "
+                                  f"{self.per_round} clients of a round minus the threshold t = {self.sec_threshold}: "
+                                  "t survivors must reveal each dropped participant's shares)")
+        try:
+            self.secagg_params()
+        except ValueError as exc:
+            raise FederationError(str(exc)) from None
+
+    def secagg_params(self) -> Any:
+        from ..secagg import SecAggParams
+
+        return SecAggParams(self.sec_clip, self.sec_scale_bits, self.sec_ring_bits, self.sec_threshold)
 
     def _check_dp(self) -> None:
         if self.dp_clip < 0 or self.dp_noise < 0 or self.dp_delta < 0 or self.dp_budget < 0:
@@ -251,6 +291,7 @@ class Federation:
         self._auto_decided = False
         self.meter = GasMeter()
         self.stopped = ""  # why the run ended before --rounds (the privacy budget)
+        self._registry: dict[str, bytes] | None = None  # private mode: registered keys, read once a run
         self.num_samples = 0
         self.store = open_store(cfg.store or str(self.out / "store"))
 
@@ -264,6 +305,14 @@ class Federation:
         parts = partition(ds.y_train, cfg.clients, cfg.partition, alpha=cfg.alpha,
                           shards_per_client=cfg.shards_per_client, seed=cfg.seed)
         return ds, parts
+
+    def _client_key(self, i: int) -> bytes:
+        """Client i's registered X25519 key (private mode seals Shamir shares to it), kept in the output
+        folder so that a resumed run opens what earlier rounds dealt."""
+        f = self.out / f"client-{i + 1}.key"
+        if not f.exists():
+            save_private_key(f, generate_keypair().private)
+        return load_private_key(f)
 
     def _committee_keys(self, verifiers: list[Any], fresh: bool) -> list[bytes]:
         """Each in-process verifier's sealing key, kept in the output folder like the aggregator's."""
@@ -298,6 +347,9 @@ class Federation:
                 if (p.permissioned, p.treasury.lower()) != (cfg.permissioned, cfg.treasury.lower()):
                     raise FederationError(f"the job in {dep_file} was deployed with permissioned={p.permissioned}, "
                                           f"treasury {p.treasury}; use --fresh to deploy one with these options")
+                if p.private != (cfg.privacy == "secagg"):
+                    raise FederationError(f"the job in {dep_file} runs in {'private' if p.private else 'robust'} "
+                                          "mode; use --fresh to deploy one with --privacy as given")
                 if (p.dpClip, p.dpNoise) != (round(cfg.dp_clip * 1e6), round(cfg.dp_noise * 1e6)):
                     raise FederationError(f"the job in {dep_file} was deployed with DP clip {p.dpClip / 1e6:g}, "
                                           f"noise {p.dpNoise / 1e6:g}; use --fresh to deploy one with these options")
@@ -324,6 +376,10 @@ class Federation:
         init = initial_weights(spec, cfg.seed)
         init_hash = self.store.put(codec.encode(init, tensor_names(spec)))
         dp_fields = self._dp_fields(keypair.private)
+        if cfg.privacy == "secagg":
+            dp_fields.update(privacy=1, secClip=int(round(cfg.sec_clip * 1e6)), secScaleBits=cfg.sec_scale_bits,
+                             secRingBits=cfg.sec_ring_bits, secThreshold=cfg.sec_threshold, joinPeriod=600,
+                             revealPeriod=600)
         params = JobParams(
             minStake=_eth(cfg.stake_eth),
             unbondingPeriod=3600,
@@ -409,7 +465,8 @@ class Federation:
         clients = [
             Client(acc, fl, self.store, spec, ds.x_train[idx], ds.y_train[idx], train=train_cfg,
                    chain_id=chain.chain_id, seed=cfg.seed * 1000 + i,
-                   attack=cfg.attack if i in attackers else None, timings=self.timings, index=i)
+                   attack=cfg.attack if i in attackers else None, timings=self.timings, index=i,
+                   registered_key=self._client_key(i))
             for i, (acc, idx) in enumerate(zip(client_accounts, parts))
         ]
         aggregator = Aggregator(agg_account, fl, self.store, private, spec, ds.x_test, ds.y_test,
@@ -462,7 +519,7 @@ class Federation:
                 admin.transfer(c.account, 2 * want)
             info = fl.client(c.address)
             if info.status == ClientStatus.NONE:
-                fl.register(c.account, generate_keypair().public, params.minStake)
+                fl.register(c.account, public_key_of(c.registered_key), params.minStake)
             elif info.stake < params.minStake:
                 fl.top_up(c.account, params.minStake - info.stake)
 
@@ -542,9 +599,14 @@ class Federation:
         chosen = _select(cfg, round_id, len(clients))
         opened = None  # each client reads one roundView: the round and its own update in it
         task = progress.add_task(f"round {round_id}/{cfg.rounds}: training", total=len(chosen) + 2)
-        self._train_and_submit(round_id, opened, [clients[i] for i in chosen], pool,
-                               lambda text: progress.update(task, description=f"round {round_id}/{cfg.rounds}: {text}"),
-                               lambda: progress.advance(task))
+        status = lambda text: progress.update(task, description=f"round {round_id}/{cfg.rounds}: {text}")  # noqa: E731
+        training = [clients[i] for i in chosen]
+        private = fl.params().private
+        if private:
+            training = self._join(fl, round_id, training, status)
+        self._train_and_submit(round_id, opened, training, pool, status, lambda: progress.advance(task))
+        if private:
+            self._reveal(fl, round_id, training, status)
         if cfg.crash_after_submissions == round_id:
             raise SimulatedCrash(f"simulated crash after the submissions of round {round_id}")
         progress.update(task, description=f"round {round_id}/{cfg.rounds}: verifying + aggregating")
@@ -580,6 +642,39 @@ class Federation:
             row.model_hash = ""
             row.submitted = info.submissions
         return row
+
+    def _join(self, fl: FLContract, round_id: int, chosen: list[Client], status: Callable[[str], None]) -> list[Client]:
+        """Private mode: every chosen client joins; the participants are then fixed (the join deadline is
+        moved past on the dev chain when some eligible client did not join). Returns those that go on to
+        train: all but the simulated dropouts, who joined and now vanish."""
+        status(f"{len(chosen)} client(s) join")
+        if self._registry is None:
+            self._registry = fl.registered_keys()  # the chain is the PKI: keys from ClientRegistered events
+        for c in chosen:
+            c.join_private(round_id, self._registry)
+        view = fl.round_view(round_id)
+        if view.priv.joined < view.round.eligible:
+            advance_time_past(view.priv.join_deadline)
+        drop = self.cfg.dropouts
+        if drop:
+            self.log(f"  round {round_id}: {drop} participant(s) joined and drop out (--dropouts): "
+                     f"{', '.join(c.address[:10] + '…' for c in chosen[-drop:])}")
+        return chosen[:len(chosen) - drop]
+
+    def _reveal(self, fl: FLContract, round_id: int, survivors: list[Client], status: Callable[[str], None]) -> None:
+        """Private mode: once submissions are closed, every survivor reveals (its seed, its shares of the
+        dropped); on the dev chain time moves past the deadline when someone never submitted."""
+        view = fl.round_view(round_id)
+        if view.round.submissions < view.priv.joined:
+            advance_time_past(view.round.deadline)
+        status(f"{len(survivors)} survivor(s) reveal")
+        for c in survivors:
+            try:
+                c.reveal_private(round_id)
+            except ChainError as exc:
+                self.log(f"[yellow]client {c.address} could not reveal:[/] {exc}")
+        if not fl.can_propose(round_id):
+            advance_time_past(fl.round_view(round_id).priv.reveal_deadline)
 
     def _train_and_submit(self, round_id: int, opened: Any, chosen: list[Client], pool: TrainingPool,
                           status: Callable[[str], None], advance: Callable[[], None]) -> None:

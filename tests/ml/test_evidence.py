@@ -95,6 +95,7 @@ def test_reason_codes_are_stable() -> None:
         "missing_reveal": 11,
         "bad_reveal": 12,
         "bad_dealing": 13,
+        "bad_vector": 14,
     }
     assert all(0 < code < 256 for code in REASON_CODES.values())
     for reason, code in REASON_CODES.items():
@@ -115,7 +116,7 @@ def test_unknown_reason_is_refused(reason: object) -> None:
         reason_code(reason)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("code", [0, 11, 255, -1, True, "1"])
+@pytest.mark.parametrize("code", [0, 15, 255, -1, True, "1"])
 def test_unknown_code_is_refused(code: object) -> None:
     with pytest.raises(ValueError, match="unknown rejection reason code"):
         reason_of(code)  # type: ignore[arg-type]

@@ -105,7 +105,7 @@ def test_too_many_dropouts_leave_no_model_and_slash_nobody():
     assert "cannot be recovered" in res.note
 
 
-@pytest.mark.parametrize("fault", ["missing_blob", "commitment_mismatch", "size", "missing_reveal",
+@pytest.mark.parametrize("fault", ["missing_blob", "commitment_mismatch", "bad_vector", "missing_reveal",
                                    "bad_reveal_seed", "bad_reveal_share", "bad_reveal_withheld"])
 def test_a_faulty_survivor_is_named_and_the_round_has_no_model(fault):
     rnd = Round(4, {2})
@@ -116,7 +116,7 @@ def test_a_faulty_survivor_is_named_and_the_round_has_no_model(fault):
         del rnd.blobs[p.commitment]
     elif fault == "commitment_mismatch":
         rnd.blobs[p.commitment] = rnd.blobs[p.commitment][:-1] + b"\x00"
-    elif fault == "size":
+    elif fault == "bad_vector":
         short = S.encode_vector(np.zeros(3, dtype=np.uint64), PARAMS)
         rnd.parts[bad] = replace(p, commitment=rnd._put(short))
     rnd.reveal_all(skip={bad} if fault == "missing_reveal" else set())
