@@ -33,10 +33,15 @@ from ml.training import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RAT
 @click.option("--confirmations", type=click.IntRange(0), default=None,
               help="Blocks a change must be under before this party acts on it (a reorg can undo the newest "
                    "blocks; a dropped submission is sent again) [0 on a local dev chain, 2 elsewhere]")
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The client's X25519 key, registered on chain: generated (mode 0600) at registration if the "
+                   "file does not exist; private mode opens the Shamir shares dealt to it with it "
+                   "[client-<address>.key next to the deployments file]")
 def cli(account, data_file, store, deployments, stake, top_up, rounds, epochs, batch_size, learning_rate, mu, seed,
-        poll, claim_every, confirmations):
+        poll, claim_every, confirmations, key_file):
     """Take part in a deployed job: register with a stake if needed, then for every round train the
-    global model on --data, seal the update to the aggregator, store it and submit its commitment;
+    global model on --data, seal the update to the aggregator and the committee (or, in a private job, join,
+    mask it and reveal after the deadline), store it and submit its commitment;
     claim and withdraw the rewards of finalized rounds. Stops after --rounds, or on Ctrl-C / SIGTERM
     (exit 0); run it again to continue (it never submits twice to a round)."""
     from ape.logging import logger
@@ -54,7 +59,7 @@ def cli(account, data_file, store, deployments, stake, top_up, rounds, epochs, b
         x, y = load_npz(data_file, "--data")
         opts = ClientOptions(rounds=rounds, stake=parse_eth(stake, "--stake") if stake else None, top_up=top_up,
                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, mu=mu, seed=seed,
-                             max_poll=poll, claim_every=claim_every)
+                             max_poll=poll, claim_every=claim_every, key_file=str(key_file) if key_file else None)
         log(f"job {job.fl.address} on {job.network}; {len(x)} local samples from {data_file}; store {job.store}")
         return ClientParty(account, job, x, y, opts, stop=stop, log=log, data_name=str(data_file))
 

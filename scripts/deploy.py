@@ -40,6 +40,16 @@ from ml.parties import DEFAULT_DEPLOYMENTS, DEFAULT_KEY_FILE, DEFAULT_STORE, STR
 @click.option("--dp-delta", type=float, help="DP target delta [1/N for the dataset's N training samples]")
 @click.option("--dp-budget", type=float, help="Epsilon budget: the contract starts no round that would exceed it "
                                            "(dp-accounting, RDP); 0 = none [0]")
+@click.option("--privacy", type=click.Choice(["robust", "secagg"]),
+              help="robust: updates sealed to the aggregator and committee; secagg: private mode (secure "
+                   "aggregation: masked updates, public, re-computable by anyone; FedAvg only) [robust]")
+@click.option("--secagg-threshold", type=int, help="secagg: t, shares that rebuild a dropped participant's key [2]")
+@click.option("--secagg-clip", type=float, help="secagg: bound of each coordinate of an update's change [4.0]")
+@click.option("--secagg-scale-bits", type=int, help="secagg: fixed-point precision, 2**-bits per sample [20]")
+@click.option("--secagg-ring-bits", type=click.Choice(["16", "32", "64"]),
+              help="secagg: masked vectors mod 2**bits [64]")
+@click.option("--join-period", help="secagg: time after a round starts in which clients join (300, 5m) [5m]")
+@click.option("--reveal-period", help="secagg: time after the deadline in which survivors reveal (300, 5m) [5m]")
 @click.option("--dataset", help="Dataset the model is sized for: digits, mnist, or a .npz/.csv file [digits]")
 @click.option("--data-path", help="Path of mnist.npz or of a .npz/.csv dataset")
 @click.option("--arch", type=click.Choice(["mlp", "cnn"]), help="Model architecture [mlp]")
@@ -101,6 +111,10 @@ def cli(account, config_file, aggregator_address, aggregator_key_file, store, de
                            f"{p['slashBps']} bps"),
         ("norm bound", f"{p['normBound'] / 1e6:g}" if p["normBound"] else "none"),
         ("privacy", _privacy_row(p)),
+        ("mode", (f"PRIVATE (secure aggregation): t = {p['secThreshold']}, clip {p['secClip'] / 1e6:g}, "
+                  f"2^-{p['secScaleBits']} fixed point, {p['secRingBits']}-bit ring; join {p['joinPeriod']} s, "
+                  f"reveal {p['revealPeriod']} s; masked updates are public, anyone re-computes a round")
+         if p.get("privacy") else "robust (updates sealed to the aggregator and the committee)"),
         ("strategy", f"{dep.extra['strategy']} {dep.extra['strategy_params'] or ''}".strip()),
         ("committee", (f"{len(dep.extra['committee']['verifiers'])} verifier(s), threshold "
                        f"{dep.extra['committee']['threshold']}, attestation period {p['attestationPeriod']} s, "

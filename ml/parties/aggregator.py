@@ -458,6 +458,34 @@ class AggregatorParty:
         if missing:
             self.log(missed_line(r, self.missed_in_a_row, sorted(missing)))
 
+    def _wait_reveals(self, r: int) -> bool:
+        """Private mode: after submissions close, wait for every survivor's reveal or the reveal deadline
+        (moved past on a dev chain with --advance-time once the patience is over). False: stop requested."""
+        fl = self.job.fl
+        t0 = time.monotonic()
+        view = fl.round_view(r, self.agg.address)
+        self.log(f"round {r}: {view.round.submissions} of {view.priv.joined} participant(s) submitted; waiting for "
+                 f"the survivors to reveal (until {view.priv.reveal_deadline - chain_now()} s from now)")
+        head = [-1]
+
+        def revealed() -> bool:
+            if self.opts.advance_time and time.monotonic() - t0 >= self.opts.patience:
+                return True
+            now = head_block()
+            if now == head[0] and chain_now() <= view.priv.reveal_deadline:
+                return False
+            head[0] = now
+            return fl.can_propose(r, confirmed=True)
+
+        if not self._wait(revealed):
+            return False
+        if not fl.can_propose(r):
+            v = fl.round_view(r, self.agg.address)
+            advance_chain_past(v.priv.reveal_deadline)
+            self.log(f"round {r}: {v.priv.revealed} of {v.round.submissions} survivor(s) revealed within "
+                     f"{self.opts.patience:g} s; moved the dev chain's time past the reveal deadline")
+        return True
+
     def _wait_and_finalize(self, r: int, started: float | None, gas0: int | None = None) -> None:
         fl = self.job.fl
         info = fl.round(r)
@@ -494,6 +522,8 @@ class AggregatorParty:
             advance_chain_past(info.deadline)
             self.log(f"round {r}: not every active client submitted within {self.opts.patience:g} s; "
                      "moved the dev chain's time past the deadline")
+        if fl.params().private and not self._wait_reveals(r):
+            return  # stop requested while the survivors reveal: the round stays open for the next run
         t1 = time.monotonic()
         self.job.prefetch_model(info.base_model_hash)  # with its locator: an IPFS store learns the CID
         for attempt in range(10):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -323,6 +324,28 @@ class ClientOptions:
     poll: float = 0.5
     max_poll: float = 5.0
     claim_every: int = 1  # withdraw the claimed rewards every N rounds (and at exit); claims are one transaction
+    key_file: str | None = None  # the registered X25519 key (private mode opens its shares with it);
+    # None = client-<address>.key next to the deployments file
+
+
+class KeyRegistry:
+    """Registered clients' X25519 keys (the chain is the PKI), read from ClientRegistered events with a cursor:
+    each block once, across restarts."""
+
+    def __init__(self, fl: FLContract, cursor: Any = None):
+        from ..logs import Cursor
+
+        self.fl = fl
+        self.cursor = cursor or Cursor(None, "ClientRegistered keys", fl.deploy_block)
+
+    def refresh(self) -> dict[str, bytes]:
+        from ..chain import head_block
+
+        head = head_block()
+        if head >= self.cursor.block:
+            new = self.fl.registered_keys(self.cursor.block, head)
+            self.cursor.advance(head + 1, (f"{a}:0x{k.hex()}" for a, k in new.items()))
+        return {a: bytes.fromhex(k[2:]) for a, k in (x.split(":", 1) for x in self.cursor.items)}
 
 
 def _head(fl: FLContract) -> int:
@@ -349,6 +372,7 @@ class ClientParty:
         self.client = Client(account, job.fl, job.store, job.spec, x, y,
                              train=TrainConfig(opts.epochs, opts.batch_size, opts.learning_rate, opts.mu),
                              chain_id=job.chain_id, seed=seed)
+        self.registry = KeyRegistry(job.fl, job.cursor("ClientRegistered keys"))
         self.submitted: set[int] = set()  # rounds this client has an update in
         self.settled: set[int] = set()  # of those, rounds whose reward question is closed
         self.missed: set[int] = set()
@@ -387,14 +411,33 @@ class ClientParty:
                 raise PartyError(f"--stake {fmt_eth(stake)} is below the job's minimum stake "
                                  f"{fmt_eth(params.minStake)}")
             ensure_funds(self.account, stake, "registering", gas=REGISTER_GAS)
-            from ..sealing import generate_keypair
+            from ..sealing import generate_keypair, save_private_key
 
-            fl.register(self.account, generate_keypair().public, stake)
-            self.log(f"registered with a stake of {fmt_eth(stake)}")
+            key_file = self._key_file()
+            if not key_file.exists():
+                save_private_key(key_file, generate_keypair().private)  # mode 0600, never printed
+            self.client.registered_key = self._load_key(key_file)
+            from ..sealing import public_key_of
+
+            fl.register(self.account, public_key_of(self.client.registered_key), stake)
+            self.log(f"registered with a stake of {fmt_eth(stake)} (its X25519 key in {key_file})")
         elif info.status == ClientStatus.EXITING:
             raise PartyError(f"{self.address} has requested exit from this job; it can no longer submit updates")
         else:
             self.log(f"already registered (stake {fmt_eth(info.stake)})")
+            key_file = self._key_file()
+            if key_file.exists():
+                from ..sealing import public_key_of
+
+                key = self._load_key(key_file)
+                if public_key_of(key) == info.encryption_key:
+                    self.client.registered_key = key
+                elif params.private:
+                    raise PartyError(f"{key_file} does not hold the key {self.address} registered with; private "
+                                     "mode opens its shares with that key: pass --key-file with the right file")
+            elif params.private:
+                raise PartyError(f"{self.address} is registered, but its X25519 key is not in {key_file}: private "
+                                 "mode needs it to open the shares dealt to it; pass --key-file with it")
         # Rounds this client already took part in whose reward may still be open (a restart continues from
         # here): views of its last few rounds, not a scan of the job's history. Older rounds were claimed
         # while this client waited (a claim is never more than one round behind a submission).
@@ -404,6 +447,17 @@ class ClientParty:
         if self.submitted:
             self.log(f"already submitted to round(s) {', '.join(map(str, sorted(self.submitted)))} (found on chain); "
                      "never submitting to them again")
+
+    def _key_file(self) -> Path:
+        if self.opts.key_file:
+            return Path(self.opts.key_file).expanduser()
+        folder = self.job.cursor_file.parent if self.job.cursor_file is not None else Path(".")
+        return folder / f"client-{self.address}.key"
+
+    def _load_key(self, path: Path) -> bytes:
+        from ..sealing import load_private_key
+
+        return load_private_key(path)
 
     def _done(self, cur: int, phase: Any = None) -> bool:
         return round_closed(self.job.fl, self.opts.rounds, cur, phase)
@@ -500,6 +554,8 @@ class ClientParty:
             fl.top_up(self.account, params.minStake - stake)
             self.log(f"topped the stake up by {fmt_eth(params.minStake - stake)}")
         self.job.prefetch_model(info.base_model_hash, self._newest_decided)  # with its locator (for IPFS)
+        if params.private and not self._join(r, view):
+            return
         self.log(f"round {r}: training on {len(self.client.x)} samples ({self.opts.epochs} epoch(s)) "
                  f"from model {short(info.base_model_hash)}")
         t0 = time.monotonic()
@@ -526,6 +582,73 @@ class ClientParty:
             self.unconfirmed[r] = (res, chain.blocks.height)
         self.log(f"round {r}: submitted update {short(res.commitment)} ({res.samples} samples, train loss "
                  f"{res.train_loss:.4f}, gas {fl.meter.total - gas0:,}) in {time.monotonic() - t0:.1f} s")
+        if params.private:
+            self._reveal(r)
+
+    # ------------------------------------------------------------ private mode
+
+    def _wait_round(self, r: int, done: Callable[[Any], bool]) -> Any:
+        """Polls (head first) until `done(view)` or the round is no longer open; the last view, or None if stopped."""
+        fl = self.job.fl
+        last = [fl.round_view(r, self.address, confirmed=True)]
+        head = [_head(fl)]
+
+        def changed() -> bool:
+            now = _head(fl)
+            if now == head[0] and chain_now() <= last[0].round.deadline:
+                return False
+            head[0] = now
+            last[0] = fl.round_view(r, self.address, confirmed=True)
+            return last[0].round.phase != Phase.OPEN or done(last[0])
+
+        if last[0].round.phase != Phase.OPEN or done(last[0]):
+            return last[0]
+        self.stop.wait_for(changed, math.inf, self.opts.poll, self.opts.max_poll)
+        return None if self.stop.requested else last[0]
+
+    def _join(self, r: int, view: Any) -> bool:
+        """Private mode: join the round (once), then wait until its participants are fixed. False: sit it out."""
+        if view.join.joined and r not in self.client._round_secrets:
+            self.missed.add(r)
+            self.log(f"round {r}: joined before a restart, and the round secrets were not kept: sitting it out "
+                     "(the chain counts this client as dropped; the others recover its masks)")
+            return False
+        if not view.join.joined:
+            if chain_now() > view.priv.join_deadline:
+                self.missed.add(r)
+                self.log(f"round {r}: its join deadline has passed; taking part in the next round")
+                return False
+            keys = self.registry.refresh()
+            try:
+                self.client.join_private(r, keys)
+            except ChainError as exc:
+                if exc.error_name not in (*RACES, "JoinClosed"):
+                    raise
+                self.missed.add(r)
+                self.log(f"round {r}: could not join ({exc.error_name}); taking part in the next round")
+                return False
+            self.log(f"round {r}: joined (a fresh round key; its Shamir shares dealt to {len(keys) - 1} registered "
+                     "client(s)); waiting for the participants to be fixed")
+        fixed = self._wait_round(r, lambda v: v.priv.joined >= v.round.eligible or chain_now() > v.priv.join_deadline)
+        if fixed is None or fixed.round.phase != Phase.OPEN:
+            self.missed.add(r)
+            return False
+        return True
+
+    def _reveal(self, r: int) -> None:
+        """Private mode: once submissions are closed, reveal the self-mask seed and the shares of the dropped."""
+        closed = self._wait_round(r, lambda v: v.round.submissions >= v.priv.joined
+                                  or chain_now() > v.round.deadline)
+        if closed is None or closed.round.phase != Phase.OPEN:
+            return
+        try:
+            if self.client.reveal_private(r):
+                self.log(f"round {r}: revealed (own self-mask seed; shares of "
+                         f"{closed.priv.joined - closed.round.submissions} dropped participant(s))")
+        except ChainError as exc:
+            if exc.error_name not in (*RACES, "RevealClosed", "RevealNotOpen"):
+                raise
+            self.log(f"round {r}: could not reveal ({exc.error_name}: {exc})")
 
     def _dropped(self) -> list[int]:
         """Rounds whose submission is no longer on chain (a reorg dropped it); forgets confirmed ones."""

@@ -62,6 +62,13 @@ class DeployConfig:
     dp_noise: float = 0.0  # noise multiplier z
     dp_delta: float = 0.0  # target delta; 0 = 1/N for the dataset's N training samples
     dp_budget: float = 0.0  # epsilon budget (no round starts past it); 0 = none
+    privacy: str = "robust"  # robust (sealed updates) | secagg (private mode: secure aggregation)
+    secagg_threshold: int = 2  # t: shares that recover a dropped participant
+    secagg_clip: float = 4.0  # bound of each coordinate of a change (fixed point)
+    secagg_scale_bits: int = 20  # fixed point 2**-bits per sample
+    secagg_ring_bits: int = 64  # masked vectors mod 2**bits
+    join_period: int = 300  # seconds after startRound in which clients join
+    reveal_period: int = 300  # seconds after the deadline in which survivors reveal
     dataset: str = "digits"
     data_path: str | None = None
     arch: str = "mlp"
@@ -142,6 +149,20 @@ class DeployConfig:
                              f"{self.strategy} is not a mean: use --strategy fedavg")
         if self.dp_delta >= 1:
             raise PartyError("dp_delta must be below 1 (0 = 1/N for the dataset's N training samples)")
+        if self.privacy not in ("robust", "secagg"):
+            raise PartyError(f"privacy must be robust or secagg, got {self.privacy!r}")
+        if self.privacy == "secagg":
+            if self.strategy != "fedavg":
+                raise PartyError(f"privacy secagg sums masked updates, so only FedAvg (and FedProx) runs on them; "
+                                 f"strategy {self.strategy} needs each update in the clear: use robust mode")
+            if self.dp_clip:
+                raise PartyError("dp_clip with privacy secagg (distributed DP) is not built yet: use robust mode")
+            if self.join_period < 1 or self.reveal_period < 1:
+                raise PartyError("join_period and reveal_period must be at least 1 s")
+            try:
+                self.secagg_params()
+            except ValueError as exc:
+                raise PartyError(str(exc)) from None
         if self.arch not in ARCHS:
             raise PartyError(f"arch must be one of {', '.join(ARCHS)}")
         if self.strategy not in STRATEGIES:
@@ -151,6 +172,19 @@ class DeployConfig:
         if self.aggregator_bond < 0:
             raise PartyError("aggregator_bond must be >= 0")
         self.committee()
+
+    def secagg_params(self) -> Any:
+        from ..secagg import SecAggParams
+
+        return SecAggParams(self.secagg_clip, self.secagg_scale_bits, self.secagg_ring_bits, self.secagg_threshold)
+
+    def private_fields(self) -> dict[str, Any]:
+        """Private mode's on-chain parameters (empty in robust mode)."""
+        if self.privacy != "secagg":
+            return {}
+        return dict(privacy=1, secClip=int(round(self.secagg_clip * 1e6)), secScaleBits=self.secagg_scale_bits,
+                    secRingBits=self.secagg_ring_bits, secThreshold=self.secagg_threshold,
+                    joinPeriod=self.join_period, revealPeriod=self.reveal_period)
 
     def dp_fields(self, num_samples: int, aggregator_private: bytes) -> dict[str, Any]:
         """The DP promise as the contract stores it (empty without dp_clip); a budget that cannot cover a
@@ -182,8 +216,10 @@ class DeployConfig:
 
 
 _ETH_FIELDS = {"min_stake", "reward", "fund", "aggregator_bond"}
-_DURATION_FIELDS = {"unbonding", "submission_period", "grace", "admin_delay", "attestation_period"}
-_INT_FIELDS = {"quorum", "cap", "max_samples", "slash_bps", "seed", "threshold"}
+_DURATION_FIELDS = {"unbonding", "submission_period", "grace", "admin_delay", "attestation_period", "join_period",
+                    "reveal_period"}
+_INT_FIELDS = {"quorum", "cap", "max_samples", "slash_bps", "seed", "threshold", "secagg_threshold",
+               "secagg_scale_bits", "secagg_ring_bits"}
 # Shorthands for strategy parameters, as `ape run federated_round` names them.
 _STRATEGY_SHORTHANDS = {"trim_beta": "beta", "krum_f": "f", "krum_m": "m"}
 
@@ -249,7 +285,7 @@ def make_deploy_config(*sources: dict[str, Any]) -> DeployConfig:
                     value = parse_duration(value, key)
                 elif key in _INT_FIELDS:
                     value = int(value)
-                elif key in ("norm_bound", "dp_clip", "dp_noise", "dp_delta", "dp_budget"):
+                elif key in ("norm_bound", "dp_clip", "dp_noise", "dp_delta", "dp_budget", "secagg_clip"):
                     value = float(value)
                 elif key == "permissioned":
                     value = _parse_bool(value, key)
@@ -423,7 +459,8 @@ def deploy_job(account: Any, cfg: DeployConfig, *, aggregator: str | None = None
     if aggregator is not None and not is_address(aggregator):
         raise PartyError(f"--aggregator must be an address (0x followed by 40 hex digits), got {aggregator!r}")
     aggregator = to_checksum_address(aggregator or str(account.address))
-    params = cfg.job_params(spec, initial_hash, public, cfg.dp_fields(len(ds.y_train), private))
+    params = cfg.job_params(spec, initial_hash, public,
+                            {**cfg.dp_fields(len(ds.y_train), private), **cfg.private_fields()})
     gas = DEPLOY_GAS + DEPLOY_GAS_PER_VERIFIER * len(cfg.verifiers) + (FUND_GAS if cfg.fund else 0)
     ensure_funds(account, cfg.fund, "deploying and funding the rewards", gas=gas)
     log(f"deploying from {account.address}: {spec.arch} for {cfg.dataset} ({num_params(spec):,} parameters), "
