@@ -19,6 +19,10 @@
   chain and on an Anvil that ape-foundry starts: which should be the default.
 - aging: 10 clients, 50 rounds, on the embedded chain and on Anvil: round time and
   chain time by round number (flat: no query grows with the job's age); a PNG plot.
+- private: private mode (secure aggregation) against robust mode, same workload and seed, in one
+  run, on the embedded chain and Anvil: round time and its ratio to robust mode, gas per round,
+  the extra transactions per client (joinRound, revealShares) and their gas, with and without
+  dropouts; the bytes of a masked update against a sealed one (bench.secagg times the masking).
 - robustness: 10 clients with 0 to 4 attackers of each kind, for each strategy:
   final accuracy, attackers rejected (slashed) or excluded, honest clients
   wrongly excluded.
@@ -364,8 +368,55 @@ def _honest_excluded(res) -> int:
     return sum(c["excluded"] for c in res.clients if c["role"] == "honest")
 
 
+def private(quick: bool) -> dict[str, Any]:
+    """Private mode against robust mode on the same workload and seed, in one run."""
+    from ml import codec, secagg
+    from ml.data import load_dataset
+    from ml.models import initial_weights, num_params, spec_for_dataset, tensor_names
+    from ml.sealing import sealed_overhead
+
+    n, rounds = (3, 1) if quick else (10, 5)
+    nets = [("embedded", "ethereum:local:test")] + ([] if quick else [("anvil", "ethereum:local:foundry")])
+    modes = [("robust", 0), ("secagg", 0), ("secagg", 1 if quick else 3)]
+    _run("ethereum:local:test", clients=2, rounds=1, verifiers=0)  # warm TensorFlow up
+    rows = []
+    for label, net in nets:
+        base = None
+        for mode, drop in modes:
+            res = _run(net, clients=n, rounds=rounds, privacy=mode, dropouts=drop)
+            done = [r for r in res.rows if r.status == "finalized"]
+            sec = sum(r.seconds for r in done) / len(done)
+            gas, calls = res.gas_by_function, res.report["calls_by_function"]
+            round_fns = ("startRound", "joinRound", "submitUpdate", "revealShares", "proposeRound", "attest")
+            txs = sum(calls.get(fn, 0) for fn in round_fns) / rounds
+            if base is None:
+                base = (sec, txs)
+            per = (lambda fn: gas.get(fn, 0) / calls[fn] if calls.get(fn) else 0)  # noqa: E731
+            rows.append(dict(
+                chain=label, mode=mode, dropouts=drop, round_seconds=sec, ratio_to_robust=sec / base[0],
+                chain_s=sum(r.phases.get("chain", 0.0) for r in done) / len(done),
+                aggregation_s=sum(r.phases.get("aggregation", 0.0) for r in done) / len(done),
+                encode_seal_store_s=sum(r.phases.get("encode_seal_store", 0.0) for r in done) / len(done),
+                txs_per_round=txs, extra_txs_per_round=txs - base[1],
+                gas_per_round=sum(r.gas for r in done) / len(done),
+                join_gas=per("joinRound"), reveal_gas=per("revealShares"), submit_gas=per("submitUpdate"),
+                final_accuracy=res.final_accuracy,
+            ))
+    ds = load_dataset("digits", seed=0)
+    spec = spec_for_dataset(ds)
+    plain = len(codec.encode(initial_weights(spec, 0), tensor_names(spec)))
+    params = secagg.SecAggParams(4.0, 20, 64, 2)
+    blob = dict(params=num_params(spec), sealed_bytes=plain + sealed_overhead(3),
+                masked_bytes_64=secagg.vector_blob_size(num_params(spec), params),
+                masked_bytes_32=secagg.vector_blob_size(num_params(spec), secagg.SecAggParams(4.0, 8, 32, 2)),
+                dealing_bytes_per_holder=secagg.dealing_size(2, True) - secagg.dealing_size(1, True))
+    blob["masked_to_sealed_64"] = blob["masked_bytes_64"] / blob["sealed_bytes"]
+    return {"rows": rows, "blobs": blob,
+            "note": f"{n} clients, {rounds} round(s), digits MLP, 2 verifiers; every party in one process"}
+
+
 PARTS = {"overhead": overhead, "scale": scale, "committee": committee, "floor": floor, "default": default_chain, "aging": aging,
-         "robustness": robustness}
+         "robustness": robustness, "private": private}
 
 
 def _table(title: str, rows: list[dict[str, Any]]) -> Table:

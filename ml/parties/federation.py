@@ -837,7 +837,12 @@ class Federation:
                 committee_line += (f"; round(s) {', '.join(map(str, disputed))} disputed and failed: nothing "
                                    f"applied, bond {_fmt_eth(forfeited)} forfeited {where}")
             committee_line += f"; honest clients slashed: {len(honest_slashed)}"
+        p = fl.params()
+        mode_line = (f"PRIVATE (secure aggregation): t = {p.secThreshold}, {cfg.dropouts} dropout(s) a round; "
+                     "nobody saw an update, anyone re-computes a round without a key" if p.private else
+                     "robust (updates sealed to the aggregator and the committee)")
         summary = [
+            f"mode                {mode_line}",
             f"committee           {committee_line}",
             f"contract            {fl.address} on {network_name()} (chain {chain.chain_id})",
             f"global model hash   0x{final_hash.hex()}",
@@ -866,6 +871,9 @@ class Federation:
             trusted_aggregator=committee.trusted,
             gas_total=self.meter.total, gas_by_function=self.meter.gas, calls_by_function=self.meter.calls,
             privacy=self._dp_report(fl, rows), stopped=self.stopped,
+            mode="private" if p.private else "robust",
+            secagg=dict(threshold=p.secThreshold, clip=p.secClip / 1e6, scale_bits=p.secScaleBits,
+                        ring_bits=p.secRingBits, dropouts_per_round=cfg.dropouts) if p.private else None,
         )
         report.write_json(self.out / "report.json", data)
         report.write_rounds_csv(self.out / "rounds.csv", rows)

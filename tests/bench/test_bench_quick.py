@@ -70,6 +70,15 @@ def test_rounds_quick(tmp_path):
     assert nan and all(r["rejected"] == r["attackers"] for r in nan)
     krum = [r for r in robust if r["strategy"] == "multi_krum" and r["attack"] == "signflip"]
     assert krum and krum[0]["excluded"] >= 1
+    private = json.loads((tmp_path / "rounds_private_quick.json").read_text())
+    robust_row, no_drop, one_drop = private["rows"]
+    assert [r["mode"] for r in private["rows"]] == ["robust", "secagg", "secagg"]
+    # 3 clients: each joins and reveals (6 more transactions); with 1 dropout it joins only (4 more)
+    assert (no_drop["extra_txs_per_round"], one_drop["extra_txs_per_round"]) == (6, 4)
+    assert no_drop["join_gas"] > 0 and no_drop["reveal_gas"] > 0 and robust_row["join_gas"] == 0
+    assert no_drop["final_accuracy"] == pytest.approx(robust_row["final_accuracy"], abs=0.005)
+    blobs = private["blobs"]  # a 64-bit ring takes 8 bytes a parameter, a sealed float32 update 4
+    assert blobs["masked_bytes_64"] == 14 + 8 * blobs["params"] and 1.9 < blobs["masked_to_sealed_64"] < 2.1
 
 
 def test_gas_size_quick(tmp_path):

@@ -138,4 +138,9 @@ def test_walkthrough_runs(tmp_path, monkeypatch):
     assert summary["rogue_committee"]["bond_forfeited"] > 0
     assert summary["rogue_verified"]
     assert summary["rogue_claim_refuted"]
+
+    # Private mode: 5 join, 2 drop out, 3 accepted each round; re-computed by a party holding no key.
+    assert summary["private_rounds"] == [dict(round=r, status="finalized", accepted=3) for r in (1, 2)]
+    assert summary["private_verified_without_key"]
+    assert "private mode, no key: 3 masked vector(s) summed, 2 dropout(s)" in _stdout(cells["private"])
     assert "round 2 checks out" in _stdout(cells["rogue-verify"])
