@@ -104,3 +104,23 @@ def test_a_survivor_that_publishes_garbage_is_slashed_and_the_round_fails(tmp_pa
 def test_private_settings_are_checked(tmp_path, kw, message):
     with pytest.raises(FederationError, match=message):
         run(tmp_path, **kw)
+
+
+def test_a_survivor_that_does_not_reveal_is_slashed(tmp_path, monkeypatch):
+    """The last client submits and then never reveals: after the reveal deadline the outcome rejects it
+    (missing_reveal), the round fails without a model, the others are left out unpaid, not slashed."""
+    from ml.parties.client import Client
+
+    real = Client.reveal_private
+    monkeypatch.setattr(Client, "reveal_private", lambda self, r: False if self.index == 3 else real(self, r))
+    res = run(tmp_path, clients=4, rounds=1)
+    fl, _, _ = _job(res)
+    silent = res.clients[3]["address"]
+    assert res.rows[0].rejected_reasons == {silent: "missing_reveal"}
+    assert fl.round(1).phase == Phase.FAILED and fl.update(1, silent).status == UpdateStatus.REJECTED
+    assert fl.client(silent).stake < fl.params().minStake  # slashed
+    others = [c["address"] for c in res.clients[:3]]
+    assert all(fl.client(a).stake == fl.params().minStake for a in others)
+    assert {fl.update(1, a).status for a in others} == {UpdateStatus.EXCLUDED}
+    rep = _verify(res, 1)
+    assert rep.ok, rep.checks
