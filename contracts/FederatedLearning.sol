@@ -211,6 +211,8 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     address[] private _verifiers;
     mapping(address verifier => bytes32) private _verifierKey;
     uint32 private immutable _threshold;
+    /// @dev Private mode (Params.privacy == 1), kept immutable: read on every submission without an SLOAD.
+    bool private immutable _privateMode;
     mapping(uint256 roundId => Proposal) private _proposals;
     /// @notice A verifier's vote on a round's proposal: 0 none, 1 attested, 2 disputed.
     mapping(uint256 roundId => mapping(address verifier => uint8)) public voteOf;
@@ -427,6 +429,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
             }
         }
         _params = params;
+        _privateMode = params.privacy == 1;
         latestModelHash = params.initialModelHash;
         _grantRole(AGGREGATOR_ROLE, aggregator);
         if (params.permissioned) _grantRole(REGISTRAR_ROLE, admin);
@@ -547,7 +550,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         r.eligible = uint32(eligibleClients);
         r.startBlock = uint64(block.number);
         r.phase = Phase.Open;
-        if (_params.privacy == 1) {
+        if (_privateMode) {
             PrivateRound storage pr = _private[roundId];
             pr.joinDeadline = uint64(block.timestamp) + _params.joinPeriod;
             pr.revealDeadline = r.deadline + _params.revealPeriod;
@@ -582,7 +585,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
         }
         uint256 cap = _cap(_params.maxUpdatesPerRound);
         if (r.submissions >= cap) revert RoundFull(cap);
-        if (_params.privacy == 1) {
+        if (_privateMode) {
             if (_joins[roundId][msg.sender].roundKey == bytes32(0)) revert NotJoined(roundId, msg.sender);
             if (!_joinClosed(r, _private[roundId])) revert JoinStillOpen(_private[roundId].joinDeadline);
         }
@@ -609,7 +612,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
      * @param locator where the dealing blob can be fetched (event data only; untrusted)
      */
     function joinRound(uint256 roundId, bytes32 roundKey, bytes32 dealing, string calldata locator) external {
-        if (_params.privacy != 1) revert NotPrivate();
+        if (!_privateMode) revert NotPrivate();
         Client storage c = _clients[msg.sender];
         if (c.status != ClientStatus.Active) revert NotActive(msg.sender);
         if (c.stake < _params.minStake) revert StakeBelowMinimum(c.stake, _params.minStake);
@@ -642,7 +645,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     function revealShares(uint256 roundId, bytes32 reveal, string calldata locator) external {
         Round storage r = _rounds[roundId];
         PrivateRound storage pr = _private[roundId];
-        if (_params.privacy != 1) revert NotPrivate();
+        if (!_privateMode) revert NotPrivate();
         if (_updates[roundId][msg.sender].status != UpdateStatus.Submitted) revert NotJoined(roundId, msg.sender);
         if (r.phase != Phase.Open || !_submissionsClosed(r, pr)) revert RevealNotOpen(roundId);
         if (block.timestamp > pr.revealDeadline) revert RevealClosed(pr.revealDeadline);
@@ -1177,7 +1180,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     /// or the cap is reached. Late registrations and clients slashed below the minimum do not count.
     function _canPropose(Round storage r, uint256 roundId) private view returns (bool) {
         if (r.phase != Phase.Open) return false;
-        if (_params.privacy != 1) return block.timestamp > r.deadline || _allIn(r);
+        if (!_privateMode) return block.timestamp > r.deadline || _allIn(r);
         PrivateRound storage pr = _private[roundId];
         return _submissionsClosed(r, pr) && (block.timestamp > pr.revealDeadline || pr.revealed >= r.submissions);
     }
@@ -1185,7 +1188,7 @@ contract FederatedLearning is AccessControlDefaultAdminRules, ReentrancyGuard {
     /// @dev When the aggregator may propose at the latest without waiting for anyone: the deadline
     /// (robust mode) or the reveal deadline (private mode). The grace period counts from it.
     function _closeTime(Round storage r, uint256 roundId) private view returns (uint256) {
-        return _params.privacy == 1 ? _private[roundId].revealDeadline : r.deadline;
+        return _privateMode ? _private[roundId].revealDeadline : r.deadline;
     }
 
     /// @dev A private round's participants are fixed: the join deadline passed, or every client
