@@ -80,8 +80,10 @@ def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int | st
                    "mode, secure aggregation: clients join each round, mask their updates pairwise and publish "
                    "them; anyone re-computes the sum, nobody sees one update (FedAvg/FedProx only)")
 @click.option("--dropouts", type=int, default=0, show_default=True,
-              help="secagg: participants that join each round and never submit (simulated; up to the round's "
-                   "clients minus --secagg-threshold); the survivors' reveals remove their masks")
+              help="Chosen clients that never submit in each round (the last ones; simulated). With secagg they "
+                   "join first (up to the round's clients minus --secagg-threshold) and the survivors' reveals "
+                   "remove their masks; in robust mode they simply stay away (the same clients: a like-for-like "
+                   "comparison)")
 @click.option("--secagg-threshold", "sec_threshold", type=int, default=2, show_default=True,
               help="secagg: t, the Shamir threshold: t survivors rebuild a dropped participant's key; fewer "
                    "than t colluding clients learn nothing")

@@ -168,8 +168,9 @@ class FederationConfig:
         if self.privacy not in ("robust", "secagg"):
             raise FederationError(f"--privacy must be robust or secagg, got {self.privacy!r}")
         if self.privacy == "robust":
-            if self.dropouts:
-                raise FederationError("--dropouts simulates participants of a private round: give --privacy secagg")
+            if not 0 <= self.dropouts < self.per_round:
+                raise FederationError(f"--dropouts must be between 0 and {self.per_round - 1} (the round's clients "
+                                      "minus one)")
             return
         if self.strategy != "fedavg":
             raise FederationError(f"--privacy secagg sums masked updates, so only FedAvg (and FedProx, --mu) can "
@@ -604,6 +605,8 @@ class Federation:
         private = fl.params().private
         if private:
             training = self._join(fl, round_id, training, status)
+        elif cfg.dropouts:  # the same clients drop out as in private mode: a like-for-like comparison
+            training = training[:len(training) - cfg.dropouts]
         self._train_and_submit(round_id, opened, training, pool, status, lambda: progress.advance(task))
         if private:
             self._reveal(fl, round_id, training, status)

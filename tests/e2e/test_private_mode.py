@@ -75,9 +75,12 @@ def test_private_rounds_with_dropouts_finalize_and_anyone_recomputes_them(tmp_pa
     assert not rep.ok and "bad_reveal" in detail and survivor in detail
 
 
-def test_private_accuracy_matches_robust_fedavg_with_the_same_seed(tmp_path):
-    private = run(tmp_path, "private")
-    robust = run(tmp_path, "robust", privacy="robust")
+@pytest.mark.parametrize("dropouts", [0, 2])
+def test_private_accuracy_matches_robust_fedavg_with_the_same_seed(tmp_path, dropouts):
+    """The same clients train (the same two stay away), the same seed: fixed point against float FedAvg."""
+    private = run(tmp_path, "private", dropouts=dropouts)
+    robust = run(tmp_path, "robust", privacy="robust", dropouts=dropouts)
+    assert [r.accepted for r in private.rows] == [r.accepted for r in robust.rows] == [5 - dropouts] * 3
     assert abs(private.final_accuracy - robust.final_accuracy) <= 0.005, (private.final_accuracy,
                                                                           robust.final_accuracy)
 
@@ -99,7 +102,7 @@ def test_a_survivor_that_publishes_garbage_is_slashed_and_the_round_fails(tmp_pa
     (dict(strategy="median"), "only FedAvg"),
     (dict(dropouts=4), "--dropouts must be between 0 and 3"),
     (dict(attackers=1, attack="signflip"), "undetected"),
-    (dict(privacy="robust", dropouts=1), "--privacy secagg"),
+    (dict(privacy="robust", dropouts=5), "--dropouts must be between 0 and 4"),
 ])
 def test_private_settings_are_checked(tmp_path, kw, message):
     with pytest.raises(FederationError, match=message):
