@@ -697,3 +697,26 @@ def discrete_gaussian(sigma2: float | Fraction, size: int, rng: random.Random) -
                 out[i] = y
                 break
     return out
+
+
+def distributed_sigma(noise: float, clip: float, scale_bits: int, dim: int, min_survivors: int) -> float:
+    """Private mode's per-client discrete Gaussian standard deviation, in fixed-point units.
+
+    The sum of any ``min_survivors`` clients' shares has standard deviation at least z times the
+    sensitivity of the integer sum: a clipped change (L2 <= C) scaled by 2**s and rounded per
+    coordinate moves the sum by at most C * 2**s + sqrt(d) / 2 (the rounding, as in Kairouz et al.
+    2021). Each client adds N_Z(0, sigma^2) with sigma = z * sensitivity / sqrt(min_survivors); with
+    more survivors the noise only grows. ``min_survivors`` is the fewest the round can finalize with
+    (the Shamir threshold t: below it the dropouts cannot be recovered).
+    """
+    z = _check_noise(noise)
+    c = _check_clip(clip)
+    s = _check_count("scale bits", scale_bits, 0)
+    d = _check_count("model dimension", dim, 1)
+    m = _check_count("minimum survivors", min_survivors, 1)
+    return z * (c * 2.0**s + math.sqrt(d) / 2) / math.sqrt(m)
+
+
+def distributed_noise(size: int, sigma: float, rng: random.Random) -> np.ndarray:
+    """One client's share of private mode's noise: ``size`` discrete Gaussian integers of std ``sigma``."""
+    return discrete_gaussian(Fraction(_number("noise standard deviation", sigma, low=0.0)) ** 2, size, rng)

@@ -244,11 +244,12 @@ def _dealing(p: Participant, blob: bytes | None) -> tuple[Dealing | None, str]:
 
 
 def aggregate_private(base: Sequence[np.ndarray], participants: Sequence[Participant], fetch: Fetch,
-                      params: SecAggParams, ctx: RoundContext) -> PrivateResult:
+                      params: SecAggParams, ctx: RoundContext, uniform: bool = False) -> PrivateResult:
     """The round's new model from public data only, or the provable faults (see the module docstring).
 
     ``fetch(keccak, locator)`` returns a blob checked against nothing (this function checks each
-    against its commitment), or None when it cannot be had.
+    against its commitment), or None when it cannot be had. ``uniform`` (a DP job): each survivor
+    quantized its clipped change with weight 1, so the sum is divided by the survivors, not the samples.
     """
     length = sum(int(np.asarray(b).size) for b in base)
     parts = sorted(participants, key=lambda p: int(p.address, 16))
@@ -287,7 +288,7 @@ def aggregate_private(base: Sequence[np.ndarray], participants: Sequence[Partici
             faults.append(problem)
     survivors_ok = [p.address for p in survivors if p.address in masked and not any(f.client == p.address
                                                                                     for f in faults)]
-    total = sum(p.samples for p in survivors)
+    total = len(survivors) if uniform else sum(p.samples for p in survivors)
     result = PrivateResult(None, [p.address for p in survivors], [p.address for p in dropped], faults, total)
     if faults:
         result.note = (f"{len(faults)} survivor(s) at fault: the sum cannot be unmasked, the round records no "

@@ -473,7 +473,8 @@ def compute_private_round(fl: FLContract, store: BlobStore, spec: ModelSpec, rou
     secagg = params.secagg
     fetch = public_fetcher(store, round_fetch_budget(params.gracePeriod))
     with timings.measure("aggregation"):
-        res = aggregate_private(base, parts, fetch, secagg, RoundContext(chain_id, fl.address, round_id))
+        res = aggregate_private(base, parts, fetch, secagg, RoundContext(chain_id, fl.address, round_id),
+                                uniform=params.dp is not None)
     survivors = [p for p in parts if p.survivor]
     rejected = [Rejection(f.client, f.reason, f.detail) for f in res.faults]
     bad = {f.client for f in res.faults}

@@ -225,13 +225,31 @@ class Client:
         if secrets is None:
             raise ClientError(f"round {round_id}: this client has no round secrets (it did not join in this "
                               "process); it cannot mask, and sits the round out")
-        params = self.fl.params().secagg
+        job = self.fl.params()
+        params = job.secagg
         peers = {p.address: p.round_key for p in self.fl.participants(round_id) if p.address != self.address}
-        q = quantize(weights, base, samples, params)
+        if job.dp is not None:
+            q = self._noised(weights, base, job.dp, params)
+        else:
+            q = quantize(weights, base, samples, params)
         masked = mask_update(q, secrets, self.address, peers, params, self._round_context(round_id))
         if self.attack == "garbage":
             return np.random.default_rng(self.seed + round_id).bytes(256)
         return encode_vector(masked, params)
+
+    def _noised(self, weights: list[np.ndarray], base: list[np.ndarray], dp: Any, params: Any) -> np.ndarray:
+        """Distributed DP (Kairouz et al. 2021): the change clipped to L2 norm C, quantized with weight 1,
+        plus this client's discrete Gaussian share of the noise, drawn from fresh local randomness."""
+        import os
+
+        from ..dp import clip_update, distributed_noise, distributed_sigma, seeded_rng
+        from ..secagg import _reduce, quantize
+
+        clipped = clip_update(base, weights, dp.clip).weights
+        q = quantize(clipped, base, 1, params)
+        sigma = distributed_sigma(dp.noise, dp.clip, params.scale_bits, q.size, params.threshold)
+        noise = distributed_noise(q.size, sigma, seeded_rng(os.urandom(32)))
+        return _reduce(q + noise.astype(np.uint64), params)
 
     def reveal_private(self, round_id: int) -> bool:
         """As a survivor, reveal the self-mask seed and the key shares of the dropped (once submissions are

@@ -155,8 +155,9 @@ class DeployConfig:
             if self.strategy != "fedavg":
                 raise PartyError(f"privacy secagg sums masked updates, so only FedAvg (and FedProx) runs on them; "
                                  f"strategy {self.strategy} needs each update in the clear: use robust mode")
-            if self.dp_clip:
-                raise PartyError("dp_clip with privacy secagg (distributed DP) is not built yet: use robust mode")
+            if self.dp_clip and self.secagg_clip < self.dp_clip:
+                raise PartyError(f"secagg_clip ({self.secagg_clip:g}) bounds each coordinate and must be at least "
+                                 f"dp_clip ({self.dp_clip:g}), the L2 bound the clients clip to")
             if self.join_period < 1 or self.reveal_period < 1:
                 raise PartyError("join_period and reveal_period must be at least 1 s")
             try:

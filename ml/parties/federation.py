@@ -176,9 +176,9 @@ class FederationConfig:
             raise FederationError(f"--privacy secagg sums masked updates, so only FedAvg (and FedProx, --mu) can "
                                   f"run on them; --strategy {self.strategy} needs each update in the clear (use "
                                   "robust mode)")
-        if self.dp_clip:
-            raise FederationError("--dp-clip with --privacy secagg (distributed DP) is not built yet: use robust "
-                                  "mode for central DP")
+        if self.dp_clip and self.sec_clip < self.dp_clip:
+            raise FederationError(f"--secagg-clip ({self.sec_clip:g}) bounds each coordinate and must be at least "
+                                  f"--dp-clip ({self.dp_clip:g}), the L2 bound the clients clip to")
         if self.attackers and self.attack not in ("tamper", "badlocator", "garbage", "inflate"):
             raise FederationError(f"--attack {self.attack} sends a bad update in the clear; in private mode it would "
                                   "go through undetected (the README says why): try tamper, badlocator or garbage")
@@ -455,7 +455,9 @@ class Federation:
             self.log(f"Differential privacy: clip C = {dp.clip:g}, noise multiplier z = {dp.noise:g}, delta "
                      f"{dp.delta:.3g}" + (f", epsilon budget {dp.budget:g} ({fl.params().dpMaxRounds} round(s))"
                                           if dp.budget else ", no budget")
-                     + "; the noise seed is sealed to the committee (the public cannot remove the noise)")
+                     + ("; each client adds its share of discrete Gaussian noise before masking (distributed DP: "
+                        "nobody ever holds the noise-free aggregate)" if fl.params().private else
+                        "; the noise seed is sealed to the committee (the public cannot remove the noise)"))
         self.log("Committee: " + (f"{len(committee.verifiers)} verifier(s), threshold {committee.threshold}: every "
                                   "proposal needs that many matching attestations"
                                   if not committee.trusted else
@@ -712,7 +714,7 @@ class Federation:
         dp = fl.params().dp
         if dp is None:
             return [f"stopped             {self.stopped}"] if self.stopped else []
-        return _dp_summary_lines(dp, fl.params().dpMaxRounds, rows, self.stopped)
+        return _dp_summary_lines(dp, fl.params().dpMaxRounds, rows, self.stopped, fl.params().private)
 
     def _dp_report(self, fl: FLContract, rows: list[report.RoundRow]) -> dict[str, Any] | None:
         """report.json's privacy section: the job's promise and what the run spent."""
@@ -721,13 +723,19 @@ class Federation:
         if dp is None:
             return None
         spent = next((r.epsilon for r in reversed(rows) if r.epsilon is not None), 0.0)
-        return dict(mechanism="central Gaussian (server-side fixed clipping), RDP accounting (dp-accounting)",
+        mechanism = ("distributed discrete Gaussian: each client clips to C and adds its share in the integer "
+                     "domain before masking (Kairouz et al. 2021), sized for t survivors; RDP accounting of the "
+                     "Gaussian (dp-accounting)" if p.private else
+                     "central Gaussian (server-side fixed clipping), RDP accounting (dp-accounting)")
+        trust = ("no party holds the noise-free aggregate; a client that skips its share lowers the noise (the "
+                 "others' shares remain)" if p.private else
+                 "the aggregator and the committee hold the noise seed: the guarantee is against everyone else "
+                 "(readers of the published models)")
+        return dict(mechanism=mechanism,
                     clip=dp.clip, noise_multiplier=dp.noise, delta=dp.delta, budget=dp.budget,
                     max_rounds=p.dpMaxRounds or None, sampling_rate=dp.sampling_rate, epsilon=spent,
                     epsilon_per_round=dp.accountant().per_round if dp.private else float("inf"),
-                    noise_seed_commitment="0x" + p.dpSeedCommitment.hex(),
-                    trust="the aggregator and the committee hold the noise seed: the guarantee is against "
-                          "everyone else (readers of the published models)")
+                    noise_seed_commitment="0x" + p.dpSeedCommitment.hex(), trust=trust)
 
     def _committee_cell(self, fl: FLContract, attestations: int, disputes: int) -> str:
         c = fl.committee()
@@ -893,11 +901,13 @@ class Federation:
         )
 
 
-def _dp_summary_lines(dp: Any, max_rounds: int, rows: list[report.RoundRow], stopped: str) -> list[str]:
+def _dp_summary_lines(dp: Any, max_rounds: int, rows: list[report.RoundRow], stopped: str,
+                      private: bool = False) -> list[str]:
     spent = next((r.epsilon for r in reversed(rows) if r.epsilon is not None), 0.0)
     budget = f" of the budget {dp.budget:g} ({max_rounds} round(s))" if dp.budget else " (no budget)"
     lines = [f"privacy             epsilon {spent:.4g}{budget} at delta {dp.delta:.3g}; C = {dp.clip:g}, "
-             f"z = {dp.noise:g}; central DP: the aggregator and the committee know the noise"]
+             f"z = {dp.noise:g}; " + ("distributed DP: nobody holds the noise-free aggregate" if private else
+                                      "central DP: the aggregator and the committee know the noise")]
     if stopped:
         lines.append(f"stopped             {stopped}")
     return lines

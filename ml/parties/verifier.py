@@ -198,7 +198,7 @@ class Verifier:
             bogus = keccak(b"rogue verifier disputes everything" + round_id.to_bytes(32, "big"))
             return Decision(round_id, DISPUTE, proposed, bogus, ("rogue verifier: disputes every proposal",))
         evidence = self._evidence_blob(proposed)
-        dp_sealed = params.dp is not None and params.dp.private
+        dp_sealed = params.dp is not None and params.dp.private and not params.private
         try:
             dp = self._round_dp(params, evidence, round_id)
         except DPSecretError as exc:
@@ -224,8 +224,9 @@ class Verifier:
         return Decision(round_id, DISPUTE, mine, mine.digest(self.chain_id, fl.address, round_id), tuple(problems))
 
     def _round_dp(self, params: Any, evidence: bytes | None, round_id: int) -> RoundDP | None:
-        """A DP round's noise, re-derived from the secret sealed in the proposal's evidence (None: no DP)."""
-        if params.dp is None:
+        """A DP round's noise, re-derived from the secret sealed in the proposal's evidence (None: no DP, or
+        private mode, where the clients add the noise before masking)."""
+        if params.dp is None or params.private:
             return None
         sealed = None
         if evidence is None and params.dp.private:

@@ -155,3 +155,22 @@ def rounds_dp_with_a_foreign_key(tmp_path):
                        **fields)
     assert round_dp(params, mine.private, [mine.public], chain_id=1, contract="0x" + "ab" * 20, round_id=1)
     round_dp(params, other.private, [other.public], chain_id=1, contract="0x" + "ab" * 20, round_id=1)
+
+
+def test_distributed_dp_in_private_mode_stops_at_the_budget_and_verifies_without_a_key(tmp_path):
+    """Private mode with DP: each client clips, adds its discrete Gaussian share and masks; the committee
+    attests, the budget stops the run, and anyone re-computes each round without any key."""
+    eps = [independent_epsilon(NOISE, r, DELTA) for r in (1, 2, 3)]
+    res = run(tmp_path, clients=3, rounds=3, privacy="secagg", dp_budget=(eps[1] + eps[2]) / 2)
+    fl, store, spec = _job(res)
+    assert fl.params().private and fl.params().dpMaxRounds == 2
+    assert [r.status for r in res.rows] == ["finalized", "finalized"] and [r.attestations for r in res.rows] == [2, 2]
+    assert res.report["stopped"].startswith("privacy budget reached")
+    assert res.report["privacy"]["mechanism"].startswith("distributed discrete Gaussian")
+    assert [r.epsilon for r in res.rows] == pytest.approx(eps[:2], rel=1e-9)
+    for r in (1, 2):
+        rep = verify_round(fl, store, spec, r, chain_id=res.chain_id, strategy="fedavg")  # no key
+        assert rep.ok, rep.checks
+        assert _check(rep, "re-computation").status == "pass" and _check(rep, "privacy budget").status == "pass"
+    with pytest.raises(FederationError, match="--secagg-clip"):
+        run(tmp_path, privacy="secagg", sec_clip=1.0, dp_clip=3.0)

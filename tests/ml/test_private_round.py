@@ -13,6 +13,7 @@ import pytest
 from eth_utils import keccak, to_checksum_address
 
 from ml import secagg as S
+from ml.dp import clip_update, distributed_noise, distributed_sigma, seeded_rng
 from ml.private import Participant, Reveal, aggregate_private, holders_for, make_reveal
 from ml.sealing import generate_keypair
 
@@ -28,7 +29,7 @@ def _addr(i: int) -> str:
 class Round:
     """n registered clients, all join; `dropped` never submit; everyone else masks, submits, reveals."""
 
-    def __init__(self, n: int, dropped: set[int] = frozenset(), seed: int = 0):
+    def __init__(self, n: int, dropped: set[int] = frozenset(), seed: int = 0, dp: tuple[float, float] | None = None):
         rng = np.random.default_rng(seed)
         self.base = [rng.normal(size=s).astype(np.float32) for s in SHAPES]
         self.addresses = [_addr(i) for i in range(n)]
@@ -49,7 +50,16 @@ class Round:
             w = [b + rng.uniform(-0.5, 0.5, size=b.shape).astype(np.float32) for b in self.base]
             n_i = 10 + 7 * i
             self.updates[a] = (w, n_i)
-            q = S.quantize(w, self.base, n_i, PARAMS)
+            if dp is None:
+                q = S.quantize(w, self.base, n_i, PARAMS)
+            else:  # what Client._noised does: clip to C, weight 1, plus a discrete Gaussian share
+                z, c = dp
+                q = S.quantize(clip_update(self.base, w, c).weights, self.base, 1, PARAMS)
+                sigma = distributed_sigma(z, c, PARAMS.scale_bits, q.size, PARAMS.threshold)
+                noise = distributed_noise(q.size, sigma, seeded_rng(bytes([i]) * 32))
+                self.plain = getattr(self, "plain", {})
+                self.plain[a] = S._reduce(q + noise.astype(np.uint64), PARAMS)
+                q = self.plain[a]
             masked = S.mask_update(q, self.secrets[a], a, {p: k for p, k in peers.items() if p != a}, PARAMS, CTX)
             self.parts[a] = replace(self.parts[a], commitment=self._put(S.encode_vector(masked, PARAMS)), samples=n_i)
         self.dropped = [a for i, a in enumerate(self.addresses) if i in dropped]
@@ -155,3 +165,27 @@ def test_fewer_than_t_colluders_and_the_public_see_only_masked_vectors():
     share = S.open_share(rnd.registered[a].private, rnd.dealings[c], a, CTX)[S.KIND_KEY]
     with pytest.raises(S.SecAggError):
         S.reconstruct_secret([share], PARAMS.threshold, rnd.secrets[c].public_key)
+
+
+def test_distributed_dp_round_is_the_mean_of_the_noised_vectors_and_the_noise_has_the_promised_scale():
+    """Each survivor clips to C, quantizes with weight 1 and adds its discrete Gaussian share: the public
+    aggregate is exactly the uniform mean of the noised vectors, and the noise on the sum is at least
+    z times the sum's sensitivity (it is sized for t survivors; more survivors only add noise)."""
+    z, c = 1.0, 0.5
+    rnd = Round(5, {1}, dp=(z, c))
+    rnd.reveal_all()
+    res = aggregate_private(rnd.base, list(rnd.parts.values()), rnd.fetch, PARAMS, CTX, uniform=True)
+    assert res.faults == [] and res.total_samples == 4
+    total = np.zeros(17, dtype=np.uint64)
+    for v in rnd.plain.values():
+        total = S._reduce(total + v, PARAMS)
+    for got, want in zip(res.weights, S.aggregate(rnd.base, total, 4, PARAMS)):
+        assert np.array_equal(got, want)
+    # the scale, on many coordinates: 4 shares sum to std sigma * 2 = z * sensitivity * sqrt(4 / t)
+    dim = 20_000
+    sigma = distributed_sigma(z, c, PARAMS.scale_bits, dim, PARAMS.threshold)
+    sensitivity = c * 2**PARAMS.scale_bits + dim**0.5 / 2
+    assert sigma == pytest.approx(z * sensitivity / 2**0.5)
+    summed = sum(distributed_noise(dim, sigma, seeded_rng(bytes([9, k]) * 16)).astype(np.float64) for k in range(4))
+    assert summed.std() == pytest.approx(2 * sigma, rel=0.03)
+    assert summed.std() >= 0.97 * z * sensitivity
