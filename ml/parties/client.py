@@ -605,15 +605,18 @@ class ClientParty:
 
     # ------------------------------------------------------------ private mode
 
-    def _wait_round(self, r: int, done: Callable[[Any], bool]) -> Any:
-        """Polls (head first) until `done(view)` or the round is no longer open; the last view, or None if stopped."""
+    def _wait_round(self, r: int, done: Callable[[Any], bool], until: Callable[[Any], int]) -> Any:
+        """Polls (head first) until `done(view)` or the round is no longer open; the last view, or None if stopped.
+
+        A view is read when the head moved, or once the chain's time is past `until(view)` (a deadline
+        passes without a block on a quiet chain)."""
         fl = self.job.fl
         last = [fl.round_view(r, self.address, confirmed=True)]
         head = [_head(fl)]
 
         def changed() -> bool:
             now = _head(fl)
-            if now == head[0] and chain_now() <= last[0].round.deadline:
+            if now == head[0] and chain_now() <= until(last[0]):
                 return False
             head[0] = now
             last[0] = fl.round_view(r, self.address, confirmed=True)
@@ -647,7 +650,8 @@ class ClientParty:
                 return False
             self.log(f"round {r}: joined (a fresh round key; its Shamir shares dealt to {len(keys) - 1} registered "
                      "client(s)); waiting for the participants to be fixed")
-        fixed = self._wait_round(r, lambda v: v.priv.joined >= v.round.eligible or chain_now() > v.priv.join_deadline)
+        fixed = self._wait_round(r, lambda v: v.priv.joined >= v.round.eligible or chain_now() > v.priv.join_deadline,
+                                 lambda v: v.priv.join_deadline)
         if fixed is None or fixed.round.phase != Phase.OPEN:
             self.missed.add(r)
             return False
@@ -656,7 +660,7 @@ class ClientParty:
     def _reveal(self, r: int) -> None:
         """Private mode: once submissions are closed, reveal the self-mask seed and the shares of the dropped."""
         closed = self._wait_round(r, lambda v: v.round.submissions >= v.priv.joined
-                                  or chain_now() > v.round.deadline)
+                                  or chain_now() > v.round.deadline, lambda v: v.round.deadline)
         if closed is None or closed.round.phase != Phase.OPEN:
             return
         try:
