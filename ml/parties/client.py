@@ -1,6 +1,8 @@
 """`ape run client`: register, train on the holder's own data, submit, claim, repeat.
 
-One participant: fetch the global model -> train -> encode -> seal -> store -> submit.
+One participant: fetch the global model -> train -> encode -> seal -> store -> submit. In a private
+job (secure aggregation): join (a fresh round key, Shamir shares dealt to the registered keys) ->
+train -> clip, quantize, mask -> store publicly -> submit -> reveal once submissions close.
 
 The client holds only its own data and its account. It is restartable: before
 doing anything for a round it asks the chain whether it already submitted, so a

@@ -7,7 +7,9 @@ with their reasons, excluded clients) equals the proposal's and the proposal's
 evidence checks out: the blob's hash is the one proposed, it names exactly the
 rejected clients with their reasons, and no disclosed key is forged or contradicted
 by re-validating the update it opens. Otherwise it disputes with the digest of what it
-computed, and says which client and which check.
+computed, and says which client and which check. In a private job the same computation runs on
+public data only (masked vectors, dealings, reveals); in a central-DP job the noise is re-derived
+from the secret sealed in the proposal's evidence.
 """
 from __future__ import annotations
 
