@@ -102,6 +102,7 @@ class Client:
         # and each joined round's secrets (round key pair, self-mask seed), kept until the round closes.
         self.registered_key = registered_key
         self._round_secrets: dict[int, Any] = {}
+        self.secrets_dir: Path | None = None  # where a client process keeps each joined round's secrets (0600)
 
     @property
     def address(self) -> str:
@@ -214,9 +215,51 @@ class Client:
             blob = dealing.to_bytes()
             digest = self.store.put(blob)
         self._round_secrets[round_id] = secrets
+        self._save_round_secrets(round_id, secrets)  # before joining: a restart after the join can go on
         with self.timings.measure("chain"):
             fl.join(self.account, round_id, secrets.public_key, digest, self.store.locator(digest))
         return True
+
+    def _secret_files(self, round_id: int) -> tuple[Path, Path] | None:
+        if self.secrets_dir is None:
+            return None
+        stem = f"round-{self.chain_id}-{self.fl.address}-{round_id}"
+        return self.secrets_dir / f"{stem}.key", self.secrets_dir / f"{stem}.seed"
+
+    def _save_round_secrets(self, round_id: int, secrets: Any) -> None:
+        from ..sealing import save_private_key
+
+        files = self._secret_files(round_id)
+        if files is None:
+            return
+        save_private_key(files[0], secrets.private_key)  # mode 0600, like every key of ours
+        if secrets.self_seed is not None:
+            save_private_key(files[1], secrets.self_seed)
+
+    def load_round_secrets(self, round_id: int, round_key: bytes) -> bool:
+        """The secrets of a round this client joined before a restart, if it kept them and they are the ones
+        it joined with (the round key on chain)."""
+        from ..sealing import KeyFileError, load_private_key, public_key_of
+        from ..secagg import RoundSecrets
+
+        files = self._secret_files(round_id)
+        if files is None or not files[0].exists():
+            return False
+        try:
+            private = load_private_key(files[0])
+            seed = load_private_key(files[1]) if files[1].exists() else None
+        except KeyFileError:
+            return False
+        if public_key_of(private) != round_key:
+            return False
+        self._round_secrets[round_id] = RoundSecrets(private, round_key, seed)
+        return True
+
+    def forget_round_secrets(self, round_id: int) -> None:
+        """Once revealed (or the round closed) the secrets are of no use: delete them."""
+        self._round_secrets.pop(round_id, None)
+        for f in self._secret_files(round_id) or ():
+            f.unlink(missing_ok=True)
 
     def _masked_blob(self, weights: list[np.ndarray], base: list[np.ndarray], samples: int, round_id: int) -> bytes:
         """The update clipped, quantized, weighted by its samples and masked with every other participant:
@@ -393,6 +436,8 @@ class ClientParty:
                              train=TrainConfig(opts.epochs, opts.batch_size, opts.learning_rate, opts.mu),
                              chain_id=job.chain_id, seed=seed)
         self.registry = KeyRegistry(job.fl, job.cursor("ClientRegistered keys"))
+        folder = job.cursor_file.parent if job.cursor_file is not None else Path(".")
+        self.client.secrets_dir = folder / f"client-{self.address}.rounds"
         self.submitted: set[int] = set()  # rounds this client has an update in
         self.settled: set[int] = set()  # of those, rounds whose reward question is closed
         self.missed: set[int] = set()
@@ -404,6 +449,7 @@ class ClientParty:
         self._decided: dict[int, tuple[Any, int]] = {}  # round -> (its decided view, self._books then)
         self._newest_decided: Any = None  # the newest decided round's view
         self._books = 0  # claims and withdrawals sent: a view read before the last one has a stale `owed`
+        self._reveal_tried: set[int] = set()  # private rounds whose reveal was attempted (once a process)
 
     def warm_up(self) -> None:
         """Imports TensorFlow before the first round, so that a round does not wait for it."""
@@ -514,6 +560,17 @@ class ClientParty:
             view = self._remember(fl.round_view(0, self.address, confirmed=True))
         cur = view.round_id
         info = view.round if cur else None
+        if info is not None and info.phase == Phase.OPEN and cur in self.submitted and view.join.joined \
+                and not view.join.revealed and cur not in self._reveal_tried:
+            # Private mode, submitted before a restart: the reveal is still due (with the kept secrets).
+            self._reveal_tried.add(cur)
+            if cur in self.client._round_secrets or self.client.load_round_secrets(cur, view.join.round_key):
+                self.log(f"round {cur}: submitted before a restart; revealing with the round secrets kept in "
+                         f"{self.client.secrets_dir}")
+                self._reveal(cur)
+            else:
+                self.log(f"round {cur}: submitted before a restart, and the round secrets were not kept: it "
+                         "cannot reveal (the outcome will reject it: missing_reveal)")
         if info is not None and info.phase == Phase.OPEN and cur not in self.submitted and cur not in self.missed \
                 and not (self.opts.rounds and cur > self.opts.rounds):
             self._take_part(cur, info, view)
@@ -603,6 +660,7 @@ class ClientParty:
         self.log(f"round {r}: submitted update {short(res.commitment)} ({res.samples} samples, train loss "
                  f"{res.train_loss:.4f}, gas {fl.meter.total - gas0:,}) in {time.monotonic() - t0:.1f} s")
         if params.private:
+            self._reveal_tried.add(r)
             self._reveal(r)
 
     # ------------------------------------------------------------ private mode
@@ -631,6 +689,10 @@ class ClientParty:
 
     def _join(self, r: int, view: Any) -> bool:
         """Private mode: join the round (once), then wait until its participants are fixed. False: sit it out."""
+        if view.join.joined and r not in self.client._round_secrets \
+                and self.client.load_round_secrets(r, view.join.round_key):
+            self.log(f"round {r}: joined before a restart; its round secrets are back from "
+                     f"{self.client.secrets_dir}")
         if view.join.joined and r not in self.client._round_secrets:
             self.missed.add(r)
             self.log(f"round {r}: joined before a restart, and the round secrets were not kept: sitting it out "
@@ -669,6 +731,7 @@ class ClientParty:
             if self.client.reveal_private(r):
                 self.log(f"round {r}: revealed (own self-mask seed; shares of "
                          f"{closed.priv.joined - closed.round.submissions} dropped participant(s))")
+                self.client.forget_round_secrets(r)
         except ChainError as exc:
             if exc.error_name not in (*RACES, "RevealClosed", "RevealNotOpen"):
                 raise

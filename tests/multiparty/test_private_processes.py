@@ -1,8 +1,10 @@
-"""Private mode with one `ape run` process per party on Anvil (issue 13): a client killed after joining.
+"""Private mode with one `ape run` process per party on Anvil (issue 13): clients killed after joining.
 
-4 clients join round 1; one is killed before it submits, so the chain counts it as dropped. The other
-three mask, submit and, once the aggregator moved the dev chain past the deadline, reveal their shares
-of the dropped one; the round finalizes with 3 accepted, and anyone re-computes it without any key.
+4 clients join round 1. One is killed before it submits, so the chain counts it as dropped. Another is
+killed after joining too, and restarted: it finds its round secrets where it kept them and goes on. The
+three survivors mask, submit and, once the aggregator moved the dev chain past the deadline, reveal
+their shares of the dropped one; the round finalizes with 3 accepted, and anyone re-computes it without
+any key.
 """
 from __future__ import annotations
 
@@ -27,20 +29,32 @@ def test_a_private_round_survives_a_client_killed_after_joining(tmp_path, partie
     assert "PRIVATE (secure aggregation): t = 2" in out
 
     agg = parties.start("aggregator", "run", "aggregator", *common, "--account", "TEST::1", "--key-file", key,
-                        "--rounds", "1", "--min-clients", "4", "--advance-time", "--patience", "15", "--poll", "1")
-    clients = [parties.start(f"client{i}", "run", "client", *common, "--account", f"TEST::{2 + i}",
-                             "--data", data["clients"][i], "--rounds", "1", "--poll", "1") for i in range(4)]
+                        "--rounds", "1", "--min-clients", "4", "--advance-time", "--patience", "45", "--poll", "1")
+    def client(i, name=None):
+        return parties.start(name or f"client{i}", "run", "client", *common, "--account", f"TEST::{2 + i}",
+                             "--data", data["clients"][i], "--rounds", "1", "--poll", "1")
+
+    clients = [client(i) for i in range(4)]
     clients[3].wait_for(r"round 1: joined", timeout=240)
     clients[3].kill()  # joined, never submits: dropped
+    clients[2].wait_for(r"round 1: joined", timeout=240)
+    clients[2].kill()  # joined, killed before training: restarted below, it carries on
+    clients[2] = client(2, "client2-restart")
+    # (killed before or, rarely, just after its submission: either way it carries on with the kept secrets)
+    clients[2].wait_for(r"round 1: (joined|submitted) before a restart; (its round secrets are back|revealing)",
+                        timeout=240)
     agg.wait_for(r"waiting for the survivors to reveal", timeout=240)
     agg.wait_for(r"round 1 finalized: 3 accepted", timeout=240)
     assert agg.wait(120) == 0, agg.text()
     for c in clients[:3]:
         assert c.wait(180) == 0, c.text()
         text = c.text()
-        assert "round 1: joined" in text and "round 1: submitted update" in text
+        if c is not clients[2]:  # (the restarted one may have submitted before it was killed)
+            assert "round 1: joined" in text and "round 1: submitted update" in text
         assert "round 1: revealed (own self-mask seed; shares of 1 dropped participant(s))" in text
-        assert (tmp_path / f"client-{address_of(2 + clients.index(c))}.key").exists()
+        address = address_of(2 + clients.index(c))
+        assert (tmp_path / f"client-{address}.key").exists()
+        assert not list((tmp_path / f"client-{address}.rounds").glob("*"))  # revealed: secrets deleted
 
     check = parties.start("verify", "run", "verify_round", "1", *common)  # no key at all
     assert check.wait(120) == 0, check.text()
