@@ -35,13 +35,16 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
+
+from ml.chain import JobParams
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 MIN_STAKE = 10**17
 ETHER = 10**18
-PARAMS = dict(
+PARAMS = asdict(JobParams(  # the DP and private-mode fields keep JobParams' defaults (off)
     minStake=MIN_STAKE,
     unbondingPeriod=3600,
     submissionPeriod=600,
@@ -59,20 +62,7 @@ PARAMS = dict(
     permissioned=False,
     attestationPeriod=600,
     aggregatorBond=ETHER,
-    dpClip=0,
-    dpNoise=0,
-    dpDelta=0,
-    dpBudget=0,
-    dpMaxRounds=0,
-    dpSeedCommitment=bytes(32),
-    privacy=0,
-    secClip=0,
-    secScaleBits=0,
-    secRingBits=0,
-    secThreshold=0,
-    joinPeriod=0,
-    revealPeriod=0,
-)
+))
 NO_COMMITTEE = dict(verifiers=[], keys=[], threshold=0)  # trusted-aggregator mode
 ADMIN_DELAY = 3600
 BLOCK_GAS_LIMIT = 30_000_000

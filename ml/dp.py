@@ -590,6 +590,17 @@ def chain_dp(clip: float, noise: float, delta: float, budget: float | None, secr
     return ChainDP(c, z, d, b, rounds, commitment)
 
 
+def job_fields(clip: float, noise: float, delta: float, budget: float | None, num_samples: int,
+               aggregator_private_key: bytes) -> dict[str, int | bytes]:
+    """The contract's DP fields of a job (empty when ``clip`` is 0): delta 0 means 1/N for N training
+    samples, the noise secret is committed from the aggregator's key. DPError when the promise cannot
+    be kept (what ``ape run deploy`` and ``federated_round`` both deploy)."""
+    if not clip:
+        return {}
+    return chain_dp(clip, noise, delta or default_delta(num_samples), budget or None,
+                    secret_commitment(noise_secret(aggregator_private_key))).fields()
+
+
 def noise_secret(aggregator_private_key: bytes) -> bytes:
     """The aggregator's DP noise secret, derived from its sealing key (so it needs no file of its own).
 

@@ -94,20 +94,21 @@ def write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def plot_accuracy(path: Path, rows: list[RoundRow], baseline: float | None, title: str) -> None:
+def _accuracy_plot(path: Path, xs: list[float], accuracies: list[float], *, xlabel: str, label: str,
+                   baseline: float | None, baseline_label: str, title: str, integer_x: bool = False) -> None:
     # The object API draws without pyplot, so no global backend is switched
     # (a notebook keeps its inline plots).
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    done = [r for r in rows if r.status == "finalized"]
     fig = Figure(figsize=(6.4, 4.0), dpi=120)
     ax = fig.subplots()
-    ax.plot([r.round_id for r in done], [r.accuracy for r in done], marker="o", label="federated (global model)")
+    ax.plot(xs, accuracies, marker="o", label=label)
     if baseline is not None:
-        ax.axhline(baseline, color="tab:red", linestyle="--", label=f"centralized baseline ({baseline:.3f})")
-    ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.axhline(baseline, color="tab:red", linestyle="--", label=f"{baseline_label} ({baseline:.3f})")
+    ax.set_xlabel(xlabel)
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0.0, 1.02)
     ax.grid(alpha=0.3)
@@ -115,26 +116,21 @@ def plot_accuracy(path: Path, rows: list[RoundRow], baseline: float | None, titl
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
+
+
+def plot_accuracy(path: Path, rows: list[RoundRow], baseline: float | None, title: str) -> None:
+    done = [r for r in rows if r.status == "finalized"]
+    _accuracy_plot(path, [r.round_id for r in done], [r.accuracy for r in done], xlabel="round",
+                   label="federated (global model)", baseline=baseline, baseline_label="centralized baseline",
+                   title=title, integer_x=True)
 
 
 def plot_accuracy_epsilon(path: Path, rows: list[RoundRow], baseline: float | None, title: str) -> None:
     """Test accuracy of each finalized DP round against the cumulative epsilon spent by then."""
-    from matplotlib.figure import Figure
-
     done = [r for r in rows if r.status == "finalized" and r.epsilon is not None]
-    fig = Figure(figsize=(6.4, 4.0), dpi=120)
-    ax = fig.subplots()
-    ax.plot([r.epsilon for r in done], [r.accuracy for r in done], marker="o", label="federated, central DP")
-    if baseline is not None:
-        ax.axhline(baseline, color="tab:red", linestyle="--", label=f"centralized, no DP ({baseline:.3f})")
-    ax.set_xlabel("cumulative epsilon")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0.0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
+    _accuracy_plot(path, [r.epsilon for r in done], [r.accuracy for r in done], xlabel="cumulative epsilon",
+                   label="federated, central DP", baseline=baseline, baseline_label="centralized, no DP",
+                   title=title)
 
 
 def clients_table(rows: list[dict[str, Any]]) -> Table:

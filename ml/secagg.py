@@ -217,6 +217,13 @@ class SecAggParams:
         return n
 
 
+def job_fields(params: SecAggParams, join_period: int, reveal_period: int) -> dict[str, int]:
+    """The contract's private-mode fields of a job with these parameters and windows (seconds)."""
+    return dict(privacy=1, secClip=int(round(params.clip * 1e6)), secScaleBits=params.scale_bits,
+                secRingBits=params.ring_bits, secThreshold=params.threshold, joinPeriod=join_period,
+                revealPeriod=reveal_period)
+
+
 def max_total_samples(params: SecAggParams) -> int:
     """The largest total of samples a job with ``params`` can aggregate (see :meth:`SecAggParams.max_total_samples`)."""
     return params.max_total_samples()

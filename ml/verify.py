@@ -307,12 +307,7 @@ def verify_round(
     elif comp.model_hash != info.model_hash:
         problems.append(f"re-computed model {_hex(comp.model_hash)} differs from the on-chain {_hex(info.model_hash)}")
     got_rej = {r.client: r.reason for r in comp.rejected}
-    if set(got_rej) != {s.client for s in rejected}:
-        problems.append(f"re-computation rejects {got_rej or 'nobody'}, the chain "
-                        f"{sorted(s.client for s in rejected) or 'nobody'}")
-    if set(comp.excluded) != {s.client for s in excluded}:
-        problems.append(f"re-computation excludes {sorted(comp.excluded) or 'nobody'}, the chain "
-                        f"{sorted(s.client for s in excluded) or 'nobody'}")
+    problems += _verdict_problems(comp, got_rej, rejected, excluded, "excludes")
     reasons = "; rejected: " + ", ".join(f"{c} ({r})" for c, r in got_rej.items()) if got_rej else ""
     rep.add("re-computation", not problems, "; ".join(problems) or (
             f"{len(comp.valid)} opened update(s) valid, below the quorum {params.quorum}: the round fails{reasons}"
@@ -321,6 +316,18 @@ def verify_round(
             f"{len(comp.valid)} opened update(s) gives {_hex(comp.model_hash)}, bit for bit "
             f"the on-chain model hash{reasons}"))
     return rep
+
+
+def _verdict_problems(comp: Any, got: dict[str, str], rejected: list, excluded: list, leaves_out: str) -> list[str]:
+    """Where a re-computation's rejected and left-out clients differ from the chain's statuses."""
+    problems = []
+    if set(got) != {s.client for s in rejected}:
+        problems.append(f"re-computation rejects {got or 'nobody'}, the chain "
+                        f"{sorted(s.client for s in rejected) or 'nobody'}")
+    if set(comp.excluded) != {s.client for s in excluded}:
+        problems.append(f"re-computation {leaves_out} {sorted(comp.excluded) or 'nobody'}, the chain "
+                        f"{sorted(s.client for s in excluded) or 'nobody'}")
+    return problems
 
 
 # --------------------------------------------------------------------------- private mode
@@ -347,12 +354,7 @@ def _recompute_private(rep: VerifyReport, fl: FLContract, store: BlobStore, spec
         problems.append(f"re-computed model {_hex(comp.model_hash)} differs from the on-chain "
                         f"{_hex(info.model_hash)}" + (f" ({res.note})" if res.note else ""))
     got = {r.client: r.reason for r in comp.rejected}
-    if set(got) != {s.client for s in rejected}:
-        problems.append(f"re-computation rejects {got or 'nobody'}, the chain "
-                        f"{sorted(s.client for s in rejected) or 'nobody'}")
-    if set(comp.excluded) != {s.client for s in excluded}:
-        problems.append(f"re-computation leaves out {sorted(comp.excluded) or 'nobody'}, the chain "
-                        f"{sorted(s.client for s in excluded) or 'nobody'}")
+    problems += _verdict_problems(comp, got, rejected, excluded, "leaves out")
     faults = "; faults: " + ", ".join(f"{c} ({r})" for c, r in got.items()) if got else ""
     rep.add("re-computation", not problems, "; ".join(problems) or (
         f"private mode, no key: {len(res.survivors)} masked vector(s) summed, {len(res.dropped)} dropout(s) "

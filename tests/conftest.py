@@ -29,8 +29,13 @@ def committee(verifiers=(), threshold=None, keys=None) -> dict:
 
 
 def default_params(**overrides) -> dict:
-    """Constructor parameters of FederatedLearning as a dict (Ape encodes it as the Params tuple)."""
-    params = dict(
+    """Constructor parameters of FederatedLearning as a dict (Ape encodes it as the Params tuple); the
+    DP and private-mode fields keep JobParams' defaults (off)."""
+    from dataclasses import asdict
+
+    from ml.chain import JobParams
+
+    params = asdict(JobParams(
         minStake=MIN_STAKE,
         unbondingPeriod=UNBONDING,
         submissionPeriod=SUBMISSION,
@@ -48,20 +53,7 @@ def default_params(**overrides) -> dict:
         permissioned=False,
         attestationPeriod=ATTESTATION,
         aggregatorBond=BOND,
-        dpClip=0,
-        dpNoise=0,
-        dpDelta=0,
-        dpBudget=0,
-        dpMaxRounds=0,
-        dpSeedCommitment=bytes(32),
-        privacy=0,
-        secClip=0,
-        secScaleBits=0,
-        secRingBits=0,
-        secThreshold=0,
-        joinPeriod=0,
-        revealPeriod=0,
-    )
+    ))
     params.update(overrides)
     return params
 

@@ -183,21 +183,18 @@ class DeployConfig:
         """Private mode's on-chain parameters (empty in robust mode)."""
         if self.privacy != "secagg":
             return {}
-        return dict(privacy=1, secClip=int(round(self.secagg_clip * 1e6)), secScaleBits=self.secagg_scale_bits,
-                    secRingBits=self.secagg_ring_bits, secThreshold=self.secagg_threshold,
-                    joinPeriod=self.join_period, revealPeriod=self.reveal_period)
+        from ..secagg import job_fields
+
+        return job_fields(self.secagg_params(), self.join_period, self.reveal_period)
 
     def dp_fields(self, num_samples: int, aggregator_private: bytes) -> dict[str, Any]:
         """The DP promise as the contract stores it (empty without dp_clip); a budget that cannot cover a
         round, or values that do not fit, are a PartyError."""
-        if not self.dp_clip:
-            return {}
-        from ..dp import DPError, chain_dp, default_delta, noise_secret, secret_commitment
+        from ..dp import DPError, job_fields
 
         try:
-            delta = self.dp_delta or default_delta(num_samples)
-            return chain_dp(self.dp_clip, self.dp_noise, delta, self.dp_budget or None,
-                            secret_commitment(noise_secret(aggregator_private))).fields()
+            return job_fields(self.dp_clip, self.dp_noise, self.dp_delta, self.dp_budget, num_samples,
+                              aggregator_private)
         except DPError as exc:
             raise PartyError(str(exc)) from None
 

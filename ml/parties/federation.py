@@ -378,9 +378,9 @@ class Federation:
         init_hash = self.store.put(codec.encode(init, tensor_names(spec)))
         dp_fields = self._dp_fields(keypair.private)
         if cfg.privacy == "secagg":
-            dp_fields.update(privacy=1, secClip=int(round(cfg.sec_clip * 1e6)), secScaleBits=cfg.sec_scale_bits,
-                             secRingBits=cfg.sec_ring_bits, secThreshold=cfg.sec_threshold, joinPeriod=600,
-                             revealPeriod=600)
+            from ..secagg import job_fields
+
+            dp_fields.update(job_fields(cfg.secagg_params(), join_period=600, reveal_period=600))
         params = JobParams(
             minStake=_eth(cfg.stake_eth),
             unbondingPeriod=3600,
@@ -413,15 +413,12 @@ class Federation:
 
     def _dp_fields(self, aggregator_private: bytes) -> dict[str, Any]:
         """The job's DP promise as the contract stores it (empty without --dp-clip)."""
-        cfg = self.cfg
-        if not cfg.dp_clip:
-            return {}
-        from ..dp import DPError, chain_dp, default_delta, noise_secret, secret_commitment
+        from ..dp import DPError, job_fields
 
+        cfg = self.cfg
         try:
-            delta = cfg.dp_delta or default_delta(self.num_samples)
-            return chain_dp(cfg.dp_clip, cfg.dp_noise, delta, cfg.dp_budget or None,
-                            secret_commitment(noise_secret(aggregator_private))).fields()
+            return job_fields(cfg.dp_clip, cfg.dp_noise, cfg.dp_delta, cfg.dp_budget, self.num_samples,
+                              aggregator_private)
         except DPError as exc:
             raise FederationError(str(exc)) from None
 
