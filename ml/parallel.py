@@ -361,6 +361,10 @@ class TrainingPool:
         """Which worker died, how, and the client it was training (from what the workers reported)."""
         shared = self._shared
         assert shared is not None
+        if self._executor is not None:
+            # The broken executor's manager thread terminates and reaps every worker. Reading exit codes
+            # while it runs races its waitpid (the loser sees no exit code), so let it finish first.
+            self._executor.shutdown(wait=True, cancel_futures=True)
         round_id = tasks[0].round_id if tasks else 0
         culprits = []
         for slot in range(self.workers):
