@@ -105,6 +105,21 @@ def client_cost(n: int, params_count: int, params: S.SecAggParams, repeats: int)
                 quantize_s=tq, mask_s=tm, client_s=tq + tm)
 
 
+def noise_cost(params_count: int, params: S.SecAggParams, repeats: int, exact_samples: int = 2000) -> dict[str, Any]:
+    """Distributed DP: one client's discrete Gaussian share (z = 1) for the whole model, vectorised against
+    the exact rational sampler (timed on ``exact_samples`` draws and scaled to the model)."""
+    from fractions import Fraction
+
+    from ml.dp import discrete_gaussian, distributed_noise, distributed_sigma, seeded_rng
+
+    sigma = distributed_sigma(1.0, CLIP, params.scale_bits, params_count, params.threshold)
+    fast, _ = _best(lambda: distributed_noise(params_count, sigma, bytes(32)), repeats)
+    t0 = time.perf_counter()
+    discrete_gaussian(Fraction(sigma) ** 2, exact_samples, seeded_rng(bytes(32)))
+    exact = (time.perf_counter() - t0) * params_count / exact_samples
+    return dict(params=params_count, sigma=sigma, vectorised_s=fast, exact_s_scaled=exact, speedup=exact / fast)
+
+
 def unmask_cost(n: int, params_count: int, params: S.SecAggParams, repeats: int) -> dict[str, Any]:
     """Unmask a sum of n - 1 survivors with one dropout (stand-in vectors: content does not change the time)."""
     rng = np.random.default_rng(2)
@@ -172,7 +187,8 @@ def run(params_count: int, clients: tuple[int, ...], repeats: int, real_round_ma
             client.append(client_cost(n, params_count, params, repeats))
             unmask.append(unmask_cost(n, params_count, params, repeats))
         shares.append(shares_cost(n, S.SecAggParams(CLIP, SCALE_BITS, 64, threshold=n // 2 + 1), measured))
-    return dict(client=client, unmask=unmask, shares=shares, sizes=sizes(params_count), capacity=capacity(),
+    noise = [noise_cost(params_count, S.SecAggParams(CLIP, SCALE_BITS, 64, threshold=clients[0] // 2 + 1), repeats)]
+    return dict(client=client, unmask=unmask, shares=shares, noise=noise, sizes=sizes(params_count), capacity=capacity(),
                 settings=dict(clip=CLIP, scale_bits=SCALE_BITS, threshold="n // 2 + 1", self_mask=True),
                 target="client time to mask 1M parameters with 10 and 100 participants; bytes vs float32")
 
@@ -200,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(_table("One participant: quantize + mask (n - 1 pairwise masks + 1 self mask)", data["client"]))
     console.print(_table("Unmask a sum with one dropout (anyone, public data only)", data["unmask"]))
     console.print(_table("Shamir shares of the round key and self-mask seed (64-bit ring)", data["shares"]))
+    console.print(_table("Distributed DP: one client's discrete Gaussian noise share (z = 1, 64-bit ring)", data["noise"]))
     console.print(_table("Bytes of one update (masked vector blob vs float32 plaintext)", data["sizes"]))
     console.print(_table("Ring capacity: largest total samples per round (clip, scale_bits)", data["capacity"]))
     (args.out / f"secagg{'_quick' if args.quick else ''}.json").write_text(json.dumps(data, indent=2))

@@ -686,8 +686,8 @@ def discrete_gaussian(sigma2: float | Fraction, size: int, rng: random.Random) -
     P(x) is proportional to exp(-x^2 / (2 sigma2)) over the integers. Exact rational arithmetic, so no
     floating-point artefacts (the Mironov 2012 problem does not arise); for private mode, where each
     client adds its share of the noise in the integer domain before masking (Kairouz et al. 2021).
-    Its variance is slightly below sigma2 (indistinguishable for sigma2 >= 1). Pure Python: about
-    tens of microseconds per sample; vectorise before using it on large models.
+    Its variance is slightly below sigma2 (indistinguishable for sigma2 >= 1). Pure Python, tens of
+    microseconds per sample: the reference for ``sample_discrete_gaussian``, which clients use.
     """
     if isinstance(sigma2, bool) or not isinstance(sigma2, (numbers.Real, Fraction)):
         raise DPError(f"discrete Gaussian variance must be a number, got {sigma2!r}")
@@ -728,6 +728,57 @@ def distributed_sigma(noise: float, clip: float, scale_bits: int, dim: int, min_
     return z * (c * 2.0**s + math.sqrt(d) / 2) / math.sqrt(m)
 
 
-def distributed_noise(size: int, sigma: float, rng: random.Random) -> np.ndarray:
-    """One client's share of private mode's noise: ``size`` discrete Gaussian integers of std ``sigma``."""
-    return discrete_gaussian(Fraction(_number("noise standard deviation", sigma, low=0.0)) ** 2, size, rng)
+class NoiseStream:
+    """Uniform random numbers from AES-256-CTR under a 32-byte key (the ``cryptography`` package).
+
+    A client's noise must be unpredictable to whoever sees the aggregate (it could be subtracted
+    otherwise): keyed from ``os.urandom(32)`` it is a CSPRNG, not a Mersenne Twister; a fixed key
+    makes it reproducible for tests and benchmarks.
+    """
+
+    def __init__(self, key: bytes):
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        self._cipher = Cipher(algorithms.AES(_check_seed(key)), modes.CTR(bytes(16))).encryptor()
+
+    def uniforms(self, count: int) -> np.ndarray:
+        """``count`` float64 uniforms in (0, 1], 53 random bits each (never 0: their log is finite)."""
+        raw = np.frombuffer(self._cipher.update(bytes(8 * count)), dtype="<u8")
+        return ((raw >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53
+
+
+def sample_discrete_gaussian(sigma: float, size: int, stream: NoiseStream) -> np.ndarray:
+    """``size`` samples of N_Z(0, sigma^2), vectorised: CKS20 Algorithm 3 over whole arrays.
+
+    The same algorithm as ``discrete_gaussian`` (a discrete Laplace proposal of scale
+    t = floor(sigma) + 1, accepted with probability exp(-(|y| - sigma^2/t)^2 / (2 sigma^2))), with the
+    proposal drawn as the difference of two geometric variables (floor(-t ln U)) and the acceptance
+    compared in float64, as Google's distributed-DP implementation does (Kairouz et al. 2021). The
+    float error in a probability is about 2^-50 relative: far below any delta a job promises. The
+    exact rational sampler stays as the reference; tests compare both with the exact pmf.
+    """
+    sig = _number("noise standard deviation", sigma, low=0.0)
+    count = _check_count("sample count", size, 0)
+    out = np.zeros(count, dtype=np.int64)
+    if sig == 0 or count == 0:
+        return out
+    s2 = sig * sig
+    t = math.floor(sig) + 1
+    filled, rate = 0, 0.5  # the acceptance rate: about 0.3 for sigma < 1, 0.7 and more from sigma = 2
+    while filled < count:
+        want = count - filled
+        m = int(want / rate * 1.05) + 64
+        u = stream.uniforms(3 * m)
+        y = np.floor(-t * np.log(u[:m])).astype(np.int64) - np.floor(-t * np.log(u[m:2 * m])).astype(np.int64)
+        accept = u[2 * m:] <= np.exp(-((np.abs(y) - s2 / t) ** 2) / (2 * s2))
+        rate = max(float(accept.mean()), 0.05)
+        got = y[accept][:want]
+        out[filled:filled + got.size] = got
+        filled += got.size
+    return out
+
+
+def distributed_noise(size: int, sigma: float, key: bytes) -> np.ndarray:
+    """One client's share of private mode's noise: ``size`` discrete Gaussian integers of std ``sigma``,
+    from AES-CTR randomness under ``key`` (``os.urandom(32)`` for real noise)."""
+    return sample_discrete_gaussian(sigma, size, NoiseStream(key))

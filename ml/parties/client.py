@@ -287,13 +287,13 @@ class Client:
         plus this client's discrete Gaussian share of the noise, drawn from fresh local randomness."""
         import os
 
-        from ..dp import clip_update, distributed_noise, distributed_sigma, seeded_rng
+        from ..dp import clip_update, distributed_noise, distributed_sigma
         from ..secagg import _reduce, quantize
 
         clipped = clip_update(base, weights, dp.clip).weights
         q = quantize(clipped, base, 1, params)
         sigma = distributed_sigma(dp.noise, dp.clip, params.scale_bits, q.size, params.threshold)
-        noise = distributed_noise(q.size, sigma, seeded_rng(os.urandom(32)))
+        noise = distributed_noise(q.size, sigma, os.urandom(32))  # fresh: nobody can re-draw it
         return _reduce(q + noise.astype(np.uint64), params)
 
     def reveal_private(self, round_id: int) -> bool:

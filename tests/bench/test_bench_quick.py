@@ -107,3 +107,4 @@ def test_secagg_quick(tmp_path):
     d = json.loads((tmp_path / "secagg_quick.json").read_text())
     assert {(r["ring_bits"], r["participants"]) for r in d["client"]} == {(64, 3), (32, 3), (64, 5), (32, 5)}
     assert all(r["client_s"] > 0 for r in d["client"]) and d["unmask"] and d["sizes"]
+    assert [r["params"] for r in d["noise"]] == [10_000] and d["noise"][0]["vectorised_s"] > 0

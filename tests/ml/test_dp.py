@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ml.dp import (
+    NoiseStream,
+    sample_discrete_gaussian,
     Accountant,
     BudgetExceeded,
     DPError,
@@ -423,3 +425,54 @@ def test_discrete_gaussian_seeded_and_validated():
         discrete_gaussian(-1, 3, seeded_rng(SEED_A))
     with pytest.raises(DPError, match="noise seed must be exactly 32 bytes"):
         seeded_rng(b"x")
+
+
+def _pmf(sigma: float, xs: np.ndarray) -> np.ndarray:
+    """N_Z(0, sigma^2)'s probabilities, written out: exp(-x^2 / 2 sigma^2) normalised over |x| <= 40 sigma + 40."""
+    span = np.arange(-int(40 * sigma) - 40, int(40 * sigma) + 41, dtype=np.float64)
+    return np.exp(-xs.astype(np.float64) ** 2 / (2 * sigma**2)) / np.exp(-span**2 / (2 * sigma**2)).sum()
+
+
+@pytest.mark.parametrize("sigma", [0.4, 1.0, 3.7, 25.0])
+def test_vectorised_sampler_follows_the_discrete_gaussian_pmf(sigma):
+    from scipy.stats import chi2
+
+    n = 200_000
+    got = sample_discrete_gaussian(sigma, n, NoiseStream(SEED_A))
+    assert got.dtype == np.int64 and got.size == n
+    # Pearson's chi-square against the pmf, bins with an expected count >= 20, the two tails pooled.
+    xs = np.arange(-int(8 * sigma) - 8, int(8 * sigma) + 9)
+    expected = n * _pmf(sigma, xs)
+    keep = expected >= 20
+    observed = np.array([(got == x).sum() for x in xs[keep]], dtype=np.float64)
+    tail_obs, tail_exp = n - observed.sum(), n - expected[keep].sum()
+    stat = ((observed - expected[keep]) ** 2 / expected[keep]).sum()
+    if tail_exp >= 20:
+        stat += (tail_obs - tail_exp) ** 2 / tail_exp
+        dof = keep.sum()
+    else:
+        assert tail_obs <= 10 + 5 * tail_exp  # nothing where there is (almost) no mass
+        dof = keep.sum() - 1
+    assert stat < chi2.ppf(1 - 1e-4, dof), (stat, dof)
+
+
+def test_vectorised_sampler_matches_the_exact_one_and_is_keyed():
+    # Same distribution as the exact rational sampler (its variance, by hand, within sampling error) ...
+    sigma = 6.0
+    fast = sample_discrete_gaussian(sigma, 60_000, NoiseStream(SEED_A))
+    exact = discrete_gaussian(Fraction(36), 6_000, seeded_rng(SEED_A))
+    assert fast.var() == pytest.approx(36.0, rel=0.03) and exact.var() == pytest.approx(36.0, rel=0.08)
+    assert abs(fast.mean()) < 5 * sigma / math.sqrt(60_000)
+    # ... reproducible under one key, different under another, and the stream goes on between calls.
+    stream = NoiseStream(SEED_A)
+    first = sample_discrete_gaussian(sigma, 1000, stream)
+    assert first.tolist() == sample_discrete_gaussian(sigma, 1000, NoiseStream(SEED_A)).tolist()
+    assert first.tolist() != sample_discrete_gaussian(sigma, 1000, stream).tolist()
+    assert first.tolist() != sample_discrete_gaussian(sigma, 1000, NoiseStream(SEED_B)).tolist()
+    u = NoiseStream(SEED_B).uniforms(100_000)
+    assert u.min() > 0 and u.max() <= 1 and abs(u.mean() - 0.5) < 0.005
+    assert sample_discrete_gaussian(0.0, 4, stream).tolist() == [0, 0, 0, 0]
+    with pytest.raises(DPError, match="noise standard deviation"):
+        sample_discrete_gaussian(-1.0, 3, stream)
+    with pytest.raises(DPError, match="noise seed must be exactly 32 bytes"):
+        NoiseStream(b"short")

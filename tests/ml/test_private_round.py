@@ -13,7 +13,7 @@ import pytest
 from eth_utils import keccak, to_checksum_address
 
 from ml import secagg as S
-from ml.dp import clip_update, distributed_noise, distributed_sigma, seeded_rng
+from ml.dp import clip_update, distributed_noise, distributed_sigma
 from ml.private import Participant, Reveal, aggregate_private, holders_for, make_reveal
 from ml.sealing import generate_keypair
 
@@ -56,7 +56,7 @@ class Round:
                 z, c = dp
                 q = S.quantize(clip_update(self.base, w, c).weights, self.base, 1, PARAMS)
                 sigma = distributed_sigma(z, c, PARAMS.scale_bits, q.size, PARAMS.threshold)
-                noise = distributed_noise(q.size, sigma, seeded_rng(bytes([i]) * 32))
+                noise = distributed_noise(q.size, sigma, bytes([i]) * 32)
                 self.plain = getattr(self, "plain", {})
                 self.plain[a] = S._reduce(q + noise.astype(np.uint64), PARAMS)
                 q = self.plain[a]
@@ -186,6 +186,6 @@ def test_distributed_dp_round_is_the_mean_of_the_noised_vectors_and_the_noise_ha
     sigma = distributed_sigma(z, c, PARAMS.scale_bits, dim, PARAMS.threshold)
     sensitivity = c * 2**PARAMS.scale_bits + dim**0.5 / 2
     assert sigma == pytest.approx(z * sensitivity / 2**0.5)
-    summed = sum(distributed_noise(dim, sigma, seeded_rng(bytes([9, k]) * 16)).astype(np.float64) for k in range(4))
+    summed = sum(distributed_noise(dim, sigma, bytes([9, k]) * 16).astype(np.float64) for k in range(4))
     assert summed.std() == pytest.approx(2 * sigma, rel=0.03)
     assert summed.std() >= 0.97 * z * sensitivity
