@@ -125,11 +125,13 @@ def plot_accuracy(path: Path, rows: list[RoundRow], baseline: float | None, titl
                    title=title, integer_x=True)
 
 
-def plot_accuracy_epsilon(path: Path, rows: list[RoundRow], baseline: float | None, title: str) -> None:
-    """Test accuracy of each finalized DP round against the cumulative epsilon spent by then."""
+def plot_accuracy_epsilon(path: Path, rows: list[RoundRow], baseline: float | None, title: str,
+                          mechanism: str = "central DP") -> None:
+    """Test accuracy of each finalized DP round against the cumulative epsilon spent by then; ``mechanism``
+    names the DP kind in the legend (central DP in robust mode, distributed DP in private mode)."""
     done = [r for r in rows if r.status == "finalized" and r.epsilon is not None]
     _accuracy_plot(path, [r.epsilon for r in done], [r.accuracy for r in done], xlabel="cumulative epsilon",
-                   label="federated, central DP", baseline=baseline, baseline_label="centralized, no DP",
+                   label=f"federated, {mechanism}", baseline=baseline, baseline_label="centralized, no DP",
                    title=title)
 
 

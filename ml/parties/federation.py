@@ -889,7 +889,8 @@ class Federation:
                              f"{cfg.dataset}, {cfg.partition}, {cfg.clients} clients, {cfg.strategy}")
         if fl.params().dp is not None:
             report.plot_accuracy_epsilon(self.out / "accuracy_epsilon.png", rows, baseline,
-                                         f"{cfg.dataset}, {cfg.clients} clients, DP z = {fl.params().dp.noise:g}")
+                                         f"{cfg.dataset}, {cfg.clients} clients, DP z = {fl.params().dp.noise:g}",
+                                         mechanism="distributed DP" if p.private else "central DP")
         return FederationResult(
             address=fl.address, chain_id=chain.chain_id, network=network_name(), rows=rows,
             final_model_hash=final_hash, final_accuracy=final_acc, baseline_accuracy=baseline,
