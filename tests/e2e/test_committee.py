@@ -6,42 +6,23 @@ round nor pass a dishonest one, and every rejection checks out from its public e
 """
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from ml.chain import FLContract, Phase, UpdateStatus
+from ml.chain import Phase, UpdateStatus
 from ml.evidence import Evidence, RejectionEvidence, Verdict, check_rejection
-from ml.models import ModelSpec
-from ml.parties.federation import Federation, FederationConfig
 from ml.rounds import round_recipients, validation_reason
 from ml.sealing import SealContext, load_private_key
-from ml.store import LocalStore
-from ml.verify import verify_round
+from tests.e2e.helpers import check as _check
+from tests.e2e.helpers import federate
+from tests.e2e.helpers import open_job as _job
+from tests.e2e.helpers import verify as _verify
 
 WEI = 10**18
 
 
 def run(tmp_path, **kw):
-    # workers=1: training in this process (a worker pool's start-up would dominate one-round runs)
-    base = dict(clients=3, rounds=1, out=tmp_path / "out", quiet=True, baseline=False, seed=1, workers=1)
-    base.update(kw)
-    return Federation(FederationConfig(**base)).run()
-
-
-def _job(res):
-    dep = next(iter(json.loads((res.out / "deployments.json").read_text()).values()))
-    spec = ModelSpec.from_json(json.dumps(dep["model_spec"]))
-    return FLContract.at(res.address), LocalStore(res.out / "store"), spec
-
-
-def _verify(res, r, key=None):
-    fl, store, spec = _job(res)
-    return verify_round(fl, store, spec, r, chain_id=res.chain_id, strategy="fedavg", private_key=key)
-
-
-def _check(rep, name):
-    return next(c for c in rep.checks if c.name == name)
+    return federate(tmp_path, **kw)
 
 
 @pytest.mark.parametrize("mode", ["slash_honest", "wrong_model", "exclude_honest"])

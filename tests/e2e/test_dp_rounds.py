@@ -7,20 +7,20 @@ the run stops at the budget with a message, and the contract refuses the round a
 from __future__ import annotations
 
 import csv
-import json
 
 import dp_accounting
 import pytest
 from dp_accounting import rdp
 
-from ml.chain import ChainError, FLContract
+from ml.chain import ChainError
 from ml.evidence import Evidence
-from ml.models import ModelSpec
-from ml.parties.federation import Federation, FederationConfig, FederationError
+from ml.parties.federation import FederationError
 from ml.rounds import DPSecretError, dp_seal_context
 from ml.sealing import SealError, generate_keypair, load_private_key, open_sealed
-from ml.store import LocalStore
 from ml.verify import verify_round
+from tests.e2e.helpers import check as _check
+from tests.e2e.helpers import federate
+from tests.e2e.helpers import open_job as _job
 
 CLIP, NOISE, DELTA = 2.0, 1.2, 1e-3
 
@@ -33,20 +33,7 @@ def independent_epsilon(z: float, rounds: int, delta: float) -> float:
 
 
 def run(tmp_path, **kw):
-    base = dict(clients=3, rounds=1, out=tmp_path / "out", quiet=True, baseline=False, seed=1, workers=1,
-                dp_clip=CLIP, dp_noise=NOISE, dp_delta=DELTA)
-    base.update(kw)
-    return Federation(FederationConfig(**base)).run()
-
-
-def _job(res):
-    dep = next(iter(json.loads((res.out / "deployments.json").read_text()).values()))
-    spec = ModelSpec.from_json(json.dumps(dep["model_spec"]))
-    return FLContract.at(res.address), LocalStore(res.out / "store"), spec
-
-
-def _check(rep, name):
-    return next(c for c in rep.checks if c.name == name)
+    return federate(tmp_path, dict(dp_clip=CLIP, dp_noise=NOISE, dp_delta=DELTA), **kw)
 
 
 def test_dp_rounds_are_attested_accounted_and_stop_at_the_budget(tmp_path):

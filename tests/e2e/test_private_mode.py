@@ -10,33 +10,16 @@ import json
 
 import pytest
 
-from ml.chain import FLContract, Phase, UpdateStatus
-from ml.models import ModelSpec
-from ml.parties.federation import Federation, FederationConfig, FederationError
-from ml.store import LocalStore
-from ml.verify import verify_round
+from ml.chain import Phase, UpdateStatus
+from ml.parties.federation import FederationError
+from tests.e2e.helpers import check as _check
+from tests.e2e.helpers import federate
+from tests.e2e.helpers import open_job as _job
+from tests.e2e.helpers import verify as _verify
 
 
 def run(tmp_path, name="out", **kw):
-    base = dict(clients=5, rounds=3, out=tmp_path / name, quiet=True, baseline=False, seed=1, workers=1,
-                privacy="secagg")
-    base.update(kw)
-    return Federation(FederationConfig(**base)).run()
-
-
-def _job(res):
-    dep = next(iter(json.loads((res.out / "deployments.json").read_text()).values()))
-    spec = ModelSpec.from_json(json.dumps(dep["model_spec"]))
-    return FLContract.at(res.address), LocalStore(res.out / "store"), spec
-
-
-def _verify(res, r):
-    fl, store, spec = _job(res)
-    return verify_round(fl, store, spec, r, chain_id=res.chain_id, strategy="fedavg")  # no key at all
-
-
-def _check(rep, name):
-    return next(c for c in rep.checks if c.name == name)
+    return federate(tmp_path, dict(clients=5, rounds=3, privacy="secagg"), name=name, **kw)
 
 
 def test_private_rounds_with_dropouts_finalize_and_anyone_recomputes_them(tmp_path):
