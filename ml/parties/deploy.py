@@ -29,6 +29,7 @@ from ..chain import (
 )
 from ..logs import Cursor
 from ..models import ARCHS, ModelSpec, initial_weights, num_params, spec_for_dataset, tensor_names
+from ..privacy_rules import key, problem
 from ..store import BlobStore, open_store
 from .lifecycle import PartyError, _parse_bool, ensure_funds, parse_duration, parse_eth
 
@@ -139,25 +140,11 @@ class DeployConfig:
             raise PartyError("min_stake must be above 0")
         if self.norm_bound < 0:
             raise PartyError("norm_bound must be >= 0 (0 = none)")
-        if min(self.dp_clip, self.dp_noise, self.dp_delta, self.dp_budget) < 0:
-            raise PartyError("dp_clip, dp_noise, dp_delta and dp_budget must be >= 0")
-        if not self.dp_clip and (self.dp_noise or self.dp_delta or self.dp_budget):
-            raise PartyError("dp_noise, dp_delta and dp_budget need dp_clip C (the norm each update's change is "
-                             "clipped to)")
-        if self.dp_clip and self.strategy != "fedavg":
-            raise PartyError(f"differential privacy clips and averages every accepted update (DP-FedAvg); strategy "
-                             f"{self.strategy} is not a mean: use --strategy fedavg")
-        if self.dp_delta >= 1:
-            raise PartyError("dp_delta must be below 1 (0 = 1/N for the dataset's N training samples)")
-        if self.privacy not in ("robust", "secagg"):
-            raise PartyError(f"privacy must be robust or secagg, got {self.privacy!r}")
+        broken = problem(strategy=self.strategy, privacy=self.privacy, dp_clip=self.dp_clip, dp_noise=self.dp_noise,
+                         dp_delta=self.dp_delta, dp_budget=self.dp_budget, secagg_clip=self.secagg_clip, spell=key)
+        if broken:
+            raise PartyError(broken)
         if self.privacy == "secagg":
-            if self.strategy != "fedavg":
-                raise PartyError(f"privacy secagg sums masked updates, so only FedAvg (and FedProx) runs on them; "
-                                 f"strategy {self.strategy} needs each update in the clear: use robust mode")
-            if self.dp_clip and self.secagg_clip < self.dp_clip:
-                raise PartyError(f"secagg_clip ({self.secagg_clip:g}) bounds each coordinate and must be at least "
-                                 f"dp_clip ({self.dp_clip:g}), the L2 bound the clients clip to")
             if self.join_period < 1 or self.reveal_period < 1:
                 raise PartyError("join_period and reveal_period must be at least 1 s")
             try:

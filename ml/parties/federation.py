@@ -53,6 +53,7 @@ from ..sealing import generate_keypair, load_private_key, public_key_of, save_pr
 from ..store import open_store
 from ..timing import Timings
 from ..training import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE, centralized_baseline
+from ..privacy_rules import option, problem
 
 STRATEGY_CHOICES = tuple(aggregation.STRATEGIES)
 
@@ -157,28 +158,24 @@ class FederationConfig:
             check_rogue_verifier(self.rogue_verifier)
             if not self.verifiers:
                 raise FederationError("--rogue-verifier needs a committee (--verifiers >= 1)")
-        self._check_dp()
-        self._check_privacy()
+        self._check_privacy()  # the DP rules with it: they depend on the mode
         from eth_utils import is_address
 
         if not is_address(self.treasury):
             raise FederationError(f"--treasury must be an address (0x followed by 40 hex digits), got {self.treasury!r}")
 
     def _check_privacy(self) -> None:
-        if self.privacy not in ("robust", "secagg"):
-            raise FederationError(f"--privacy must be robust or secagg, got {self.privacy!r}")
+        spell = {"secagg_clip": "--secagg-clip"}.get
+        broken = problem(strategy=self.strategy, privacy=self.privacy, dp_clip=self.dp_clip, dp_noise=self.dp_noise,
+                         dp_delta=self.dp_delta, dp_budget=self.dp_budget, secagg_clip=self.sec_clip,
+                         spell=lambda k: spell(k) or option(k))
+        if broken:
+            raise FederationError(broken)
         if self.privacy == "robust":
             if not 0 <= self.dropouts < self.per_round:
                 raise FederationError(f"--dropouts must be between 0 and {self.per_round - 1} (the round's clients "
                                       "minus one)")
             return
-        if self.strategy != "fedavg":
-            raise FederationError(f"--privacy secagg sums masked updates, so only FedAvg (and FedProx, --mu) can "
-                                  f"run on them; --strategy {self.strategy} needs each update in the clear (use "
-                                  "robust mode)")
-        if self.dp_clip and self.sec_clip < self.dp_clip:
-            raise FederationError(f"--secagg-clip ({self.sec_clip:g}) bounds each coordinate and must be at least "
-                                  f"--dp-clip ({self.dp_clip:g}), the L2 bound the clients clip to")
         if self.attackers and self.attack not in ("tamper", "badlocator", "garbage", "inflate"):
             raise FederationError(f"--attack {self.attack} sends a bad update in the clear; in private mode it would "
                                   "go through undetected (the README says why): try tamper, badlocator or garbage")
@@ -197,23 +194,6 @@ class FederationConfig:
         from ..secagg import SecAggParams
 
         return SecAggParams(self.sec_clip, self.sec_scale_bits, self.sec_ring_bits, self.sec_threshold)
-
-    def _check_dp(self) -> None:
-        if self.dp_clip < 0 or self.dp_noise < 0 or self.dp_delta < 0 or self.dp_budget < 0:
-            raise FederationError("--dp-clip, --dp-noise, --dp-delta and --dp-budget must be >= 0")
-        if not self.dp_clip:
-            if self.dp_noise or self.dp_delta or self.dp_budget:
-                raise FederationError("--dp-noise, --dp-delta and --dp-budget need --dp-clip C (the clipping norm "
-                                      "each update's change is scaled down to)")
-            return
-        if self.strategy != "fedavg":
-            raise FederationError(f"differential privacy clips and averages every accepted update (DP-FedAvg); "
-                                  f"--strategy {self.strategy} is not a mean. Use --strategy fedavg (with --mu for "
-                                  "FedProx)")
-        if self.dp_delta >= 1:
-            raise FederationError("--dp-delta must be below 1 (0 = 1/N for the job's N training samples)")
-        if self.dp_budget and not self.dp_noise:
-            raise FederationError("--dp-budget needs --dp-noise above 0: without noise epsilon is infinite")
 
     @property
     def training_workers(self) -> int:
