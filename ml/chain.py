@@ -209,6 +209,18 @@ class JobParams:
         return DPParams(self.dpClip / 1e6, self.dpNoise / 1e6, self.dpDelta / 1e18,
                         self.dpBudget / 1e6 if self.dpBudget else None)
 
+    @property
+    def central_dp(self) -> DPParams | None:
+        """The DP promise when the aggregator adds the noise (robust mode); None without DP, or in private
+        mode, where each client adds its share before masking."""
+        return None if self.private else self.dp
+
+    @property
+    def noise_sealed(self) -> bool:
+        """Central DP with noise: the round's noise secret travels sealed in each proposal's evidence."""
+        dp = self.central_dp
+        return dp is not None and dp.private
+
     def to_json(self) -> dict[str, Any]:
         return {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in asdict(self).items()}
 

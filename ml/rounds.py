@@ -59,8 +59,9 @@ def dp_seal_context(chain_id: int, contract: str, round_id: int) -> SealContext:
 
 def round_dp(params: JobParams, aggregator_private_key: bytes, recipients: list[bytes], *, chain_id: int,
              contract: str, round_id: int) -> RoundDP | None:
-    """The aggregator's side: the round's seed from its own key, and the secret sealed to ``recipients``."""
-    dp = params.dp
+    """The aggregator's side: the round's seed from its own key, and the secret sealed to ``recipients``
+    (None without central DP: no DP, or private mode, where the clients add the noise)."""
+    dp = params.central_dp
     if dp is None:
         return None
     if not dp.private:
@@ -75,8 +76,9 @@ def round_dp(params: JobParams, aggregator_private_key: bytes, recipients: list[
 
 def open_round_dp(params: JobParams, sealed: bytes | None, private_key: bytes, *, chain_id: int, contract: str,
                   round_id: int) -> RoundDP | None:
-    """A verifier's side: the round's seed from the sealed secret in the proposal's evidence (checked)."""
-    dp = params.dp
+    """A verifier's side: the round's seed from the sealed secret in the proposal's evidence (checked;
+    None without central DP)."""
+    dp = params.central_dp
     if dp is None:
         return None
     if not dp.private:

@@ -450,7 +450,7 @@ def _check_evidence(rep: VerifyReport, fl: FLContract, store: BlobStore, spec: M
     from .sealing import SealContext
 
     name = "rejection evidence"
-    dp_sealed = params.dp is not None and params.dp.private and not params.private
+    dp_sealed = params.noise_sealed
     if proposed is not None and not proposed.rejected and dp_sealed:
         ev, why = _evidence(store, proposed) if proposed.evidence_hash != ZERO32 else (None, "no evidence hash")
         problem = (f"the evidence blob {_hex(proposed.evidence_hash)}: {why}" if ev is None else

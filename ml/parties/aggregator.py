@@ -120,7 +120,7 @@ class Aggregator:
             params = self.fl.params()
             dp = round_dp(params, self.private_key, round_recipients(self.fl), chain_id=self.chain_id,
                           contract=self.fl.address, round_id=round_id) \
-                if params.dp is not None and not params.private else None  # private mode: the clients add it
+                if params.central_dp is not None else None  # (round_recipients reads the committee: DP only)
         comp = compute_round(
             self.fl, self.store, self.private_key, self.spec, round_id,
             chain_id=self.chain_id, strategy=self.strategy, strategy_params=self.strategy_params,

@@ -165,10 +165,8 @@ class FederationConfig:
             raise FederationError(f"--treasury must be an address (0x followed by 40 hex digits), got {self.treasury!r}")
 
     def _check_privacy(self) -> None:
-        spell = {"secagg_clip": "--secagg-clip"}.get
         broken = problem(strategy=self.strategy, privacy=self.privacy, dp_clip=self.dp_clip, dp_noise=self.dp_noise,
-                         dp_delta=self.dp_delta, dp_budget=self.dp_budget, secagg_clip=self.sec_clip,
-                         spell=lambda k: spell(k) or option(k))
+                         dp_delta=self.dp_delta, dp_budget=self.dp_budget, secagg_clip=self.sec_clip, spell=option)
         if broken:
             raise FederationError(broken)
         if self.privacy == "robust":

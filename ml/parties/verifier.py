@@ -200,7 +200,7 @@ class Verifier:
             bogus = keccak(b"rogue verifier disputes everything" + round_id.to_bytes(32, "big"))
             return Decision(round_id, DISPUTE, proposed, bogus, ("rogue verifier: disputes every proposal",))
         evidence = self._evidence_blob(proposed)
-        dp_sealed = params.dp is not None and params.dp.private and not params.private
+        dp_sealed = params.noise_sealed
         try:
             dp = self._round_dp(params, evidence, round_id)
         except DPSecretError as exc:
@@ -228,10 +228,10 @@ class Verifier:
     def _round_dp(self, params: Any, evidence: bytes | None, round_id: int) -> RoundDP | None:
         """A DP round's noise, re-derived from the secret sealed in the proposal's evidence (None: no DP, or
         private mode, where the clients add the noise before masking)."""
-        if params.dp is None or params.private:
+        if params.central_dp is None:
             return None
         sealed = None
-        if evidence is None and params.dp.private:
+        if evidence is None and params.noise_sealed:
             raise DPSecretError("the proposal's evidence blob (where the sealed noise secret travels) could not be "
                                 "fetched: the noise cannot be re-derived")
         if evidence is not None:
